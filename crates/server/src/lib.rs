@@ -1,0 +1,18 @@
+//! Shared server plumbing for every role.
+//!
+//! - [`tenant`]: who a request is for (HTTP header / gRPC metadata / `fake`).
+//! - [`error`]: [`HttpError`], the one mapping of errors to HTTP and gRPC status.
+//! - [`metrics`]: the process's Prometheus registry.
+//! - [`config`]: flags + YAML over serde defaults.
+//! - [`ingester_client`]: pooled gRPC clients to ingesters.
+
+pub mod config;
+pub mod error;
+pub mod ingester_client;
+pub mod metrics;
+pub mod tenant;
+
+pub use error::HttpError;
+pub use ingester_client::IngesterPool;
+pub use metrics::Metrics;
+pub use tenant::Tenant;
