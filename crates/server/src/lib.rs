@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod ingester_client;
 pub mod metrics;
 pub mod tenant;
