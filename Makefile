@@ -1,17 +1,41 @@
-# Rust Cortex. `make run` starts the all-in-one; `make test` runs every unit and
-# in-process test; `make ci` adds the end-to-end suite against real peers.
+# Rust Cortex — Prometheus as a service.
+#   make run    all-in-one on embedded defaults (:9009 HTTP, :9095 gRPC, data under ./data)
+#   make test   unit + in-process multi-component tests (installs the real peers some need)
+#   make ci     lint + test + end-to-end suite against real Prometheus/etcd/nginx
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
+ARGS ?=
 
-.PHONY: build test lint ci run e2e
+.PHONY: build release run test lint e2e ci peers promqltest fmt
+
 build:
 	$(CARGO) build --workspace --bins
 
-test:
-	$(CARGO) test --workspace
+release:
+	$(CARGO) build --release --bin cortex
+
+run: release
+	./target/release/cortex $(ARGS)
+
+peers:
+	bash scripts/install-peers.sh
+
+test: peers
+	$(CARGO) test --workspace --exclude e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-ci: lint test
+# End-to-end: our real binaries with real peers. One test at a time: each
+# suite starts its own processes on free loopback ports.
+e2e: peers build
+	CORTEX_BIN_DIR=$(CURDIR)/target/debug $(CARGO) test -p e2e -- --test-threads=1 --nocapture
+
+promqltest:
+	$(CARGO) run -q -p promql --bin promqltest
+
+fmt:
+	$(CARGO) fmt --all
+
+ci: lint test e2e

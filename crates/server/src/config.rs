@@ -50,7 +50,13 @@ pub enum ConfigError {
 
 /// Loads `C` from defaults, then `-config.file`, then flags.
 pub fn load<C: Serialize + DeserializeOwned + Default>(args: &[String], flags: &[Flag]) -> Result<C, ConfigError> {
-    let mut tree = serde_json::to_value(C::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    load_from(C::default(), args, flags)
+}
+
+/// Like [`load`], starting from `base` instead of `C::default()` (binaries
+/// with other defaults, such as the all-in-one's embedded ones).
+pub fn load_from<C: Serialize + DeserializeOwned>(base: C, args: &[String], flags: &[Flag]) -> Result<C, ConfigError> {
+    let mut tree = serde_json::to_value(base).map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let parsed = parse_args(args, flags, &tree)?;
 
     if let Some(path) = parsed.config_file {

@@ -60,25 +60,73 @@ impl Default for ServerConfig {
 }
 
 pub const SERVER_FLAGS: &[Flag] = &[
-    Flag::new("server.http-listen-address", "http_listen_address", "HTTP server listen address (empty = all interfaces)."),
-    Flag::new("server.http-listen-port", "http_listen_port", "HTTP server listen port."),
-    Flag::new("server.grpc-listen-address", "grpc_listen_address", "gRPC server listen address (empty = all interfaces)."),
-    Flag::new("server.grpc-listen-port", "grpc_listen_port", "gRPC server listen port."),
-    Flag::new("server.graceful-shutdown-timeout", "graceful_shutdown_timeout", "Timeout for graceful shutdowns."),
-    Flag::new("server.grpc-max-recv-msg-size-bytes", "grpc_server_max_recv_msg_size", "Limit on the size of a gRPC message this server can receive (bytes)."),
-    Flag::new("server.grpc-max-send-msg-size-bytes", "grpc_server_max_send_msg_size", "Limit on the size of a gRPC message this server can send (bytes)."),
-    Flag::new("server.grpc-max-concurrent-streams", "grpc_server_max_concurrent_streams", "Limit on the number of concurrent streams for gRPC calls."),
-    Flag::new("log.level", "log_level", "Only log messages with the given severity or above: debug, info, warn, error."),
-    Flag::new("log.format", "log_format", "Output log messages in the given format: logfmt or json."),
+    Flag::new(
+        "server.http-listen-address",
+        "http_listen_address",
+        "HTTP server listen address (empty = all interfaces).",
+    ),
+    Flag::new(
+        "server.http-listen-port",
+        "http_listen_port",
+        "HTTP server listen port.",
+    ),
+    Flag::new(
+        "server.grpc-listen-address",
+        "grpc_listen_address",
+        "gRPC server listen address (empty = all interfaces).",
+    ),
+    Flag::new(
+        "server.grpc-listen-port",
+        "grpc_listen_port",
+        "gRPC server listen port.",
+    ),
+    Flag::new(
+        "server.graceful-shutdown-timeout",
+        "graceful_shutdown_timeout",
+        "Timeout for graceful shutdowns.",
+    ),
+    Flag::new(
+        "server.grpc-max-recv-msg-size-bytes",
+        "grpc_server_max_recv_msg_size",
+        "Limit on the size of a gRPC message this server can receive (bytes).",
+    ),
+    Flag::new(
+        "server.grpc-max-send-msg-size-bytes",
+        "grpc_server_max_send_msg_size",
+        "Limit on the size of a gRPC message this server can send (bytes).",
+    ),
+    Flag::new(
+        "server.grpc-max-concurrent-streams",
+        "grpc_server_max_concurrent_streams",
+        "Limit on the number of concurrent streams for gRPC calls.",
+    ),
+    Flag::new(
+        "log.level",
+        "log_level",
+        "Only log messages with the given severity or above: debug, info, warn, error.",
+    ),
+    Flag::new(
+        "log.format",
+        "log_format",
+        "Output log messages in the given format: logfmt or json.",
+    ),
 ];
 
 impl ServerConfig {
     pub fn http_addr(&self) -> String {
-        let host = if self.http_listen_address.is_empty() { "0.0.0.0" } else { &self.http_listen_address };
+        let host = if self.http_listen_address.is_empty() {
+            "0.0.0.0"
+        } else {
+            &self.http_listen_address
+        };
         format!("{host}:{}", self.http_listen_port)
     }
     pub fn grpc_addr(&self) -> String {
-        let host = if self.grpc_listen_address.is_empty() { "0.0.0.0" } else { &self.grpc_listen_address };
+        let host = if self.grpc_listen_address.is_empty() {
+            "0.0.0.0"
+        } else {
+            &self.grpc_listen_address
+        };
         format!("{host}:{}", self.grpc_listen_port)
     }
 }
@@ -88,7 +136,11 @@ pub fn init_logging(cfg: &ServerConfig) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    let _ = if cfg.log_format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let _ = if cfg.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Readiness of the process: `Ok` or the reason it is not ready yet.
@@ -113,7 +165,9 @@ struct HttpMetrics {
 pub fn router(roles: Router, metrics: &Metrics, auth: AuthConfig, config_yaml: String, ready: ReadyCheck) -> Router {
     let m = HttpMetrics {
         duration: Family::new_with_constructor(|| {
-            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0])
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0,
+            ])
         }),
         inflight: Family::default(),
     };
@@ -122,11 +176,18 @@ pub fn router(roles: Router, metrics: &Metrics, auth: AuthConfig, config_yaml: S
         "Time (in seconds) spent serving HTTP requests.",
         m.duration.clone(),
     );
-    metrics.register("cortex_inflight_requests", "Current number of inflight requests.", m.inflight.clone());
+    metrics.register(
+        "cortex_inflight_requests",
+        "Current number of inflight requests.",
+        m.inflight.clone(),
+    );
     let metrics_for_handler = metrics.clone();
     let config_yaml = Arc::new(config_yaml);
     roles
-        .route("/metrics", get(move || async move { metrics_response(&metrics_for_handler) }))
+        .route(
+            "/metrics",
+            get(move || async move { metrics_response(&metrics_for_handler) }),
+        )
         .route(
             "/ready",
             get(move || {
@@ -143,7 +204,12 @@ pub fn router(roles: Router, metrics: &Metrics, auth: AuthConfig, config_yaml: S
             "/config",
             get(move || {
                 let c = config_yaml.clone();
-                async move { ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], c.as_str().to_string()) }
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                        c.as_str().to_string(),
+                    )
+                }
             }),
         )
         .route("/", get(index))
@@ -153,7 +219,10 @@ pub fn router(roles: Router, metrics: &Metrics, auth: AuthConfig, config_yaml: S
 
 fn metrics_response(metrics: &Metrics) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         metrics.encode(),
     )
         .into_response()
@@ -184,16 +253,34 @@ fn route_name(path: &str) -> String {
 }
 
 async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| route_name(p.as_str())).unwrap_or_else(|| "other".into());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| route_name(p.as_str()))
+        .unwrap_or_else(|| "other".into());
     let method = req.method().to_string();
-    let ws = req.headers().get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    let inflight = m.inflight.get_or_create(&vec![("method".into(), method.clone()), ("route".into(), route.clone())]).clone();
+    let ws = req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let inflight = m
+        .inflight
+        .get_or_create(&vec![
+            ("method".into(), method.clone()),
+            ("route".into(), route.clone()),
+        ])
+        .clone();
     inflight.inc();
     let start = Instant::now();
     let resp = next.run(req).await;
     inflight.dec();
     m.duration
-        .get_or_create(&RequestLabels { method, route, status_code: resp.status().as_u16().to_string(), ws: ws.to_string() })
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status_code: resp.status().as_u16().to_string(),
+            ws: ws.to_string(),
+        })
         .observe(start.elapsed().as_secs_f64());
     resp
 }
@@ -270,7 +357,10 @@ mod tests {
     #[test]
     fn route_names_like_cortex() {
         assert_eq!(route_name("/api/prom/push"), "api_prom_push");
-        assert_eq!(route_name("/api/prom/api/v1/query_range"), "api_prom_api_v1_query_range");
+        assert_eq!(
+            route_name("/api/prom/api/v1/query_range"),
+            "api_prom_api_v1_query_range"
+        );
         assert_eq!(route_name("/"), "root");
     }
 }
