@@ -18,6 +18,9 @@ pub mod rate_limit;
 pub mod replication;
 pub mod validation;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 pub use config::{Config, Limits, FLAGS, LIMITS_FLAGS};
