@@ -345,7 +345,7 @@ fn describe(v: &Value) -> String {
     }
 }
 
-/// Sets `@ t` on every selector and subquery without one (but not inside a subquery that has one).
+/// Sets `@ t` on every selector and subquery without one, leaving subqueries' insides alone.
 fn add_at(e: &mut Expr, t: i64) {
     let at = || Some(AtModifier::At(ms_to_system_time(t)));
     match e {
@@ -360,9 +360,10 @@ fn add_at(e: &mut Expr, t: i64) {
             }
         }
         Expr::Subquery(sq) => {
+            // Prometheus sets the subquery's @ before visiting its children, and skips
+            // everything below a subquery with @, so the inner expression stays as written.
             if sq.at.is_none() {
                 sq.at = at();
-                add_at(&mut sq.expr, t);
             }
         }
         Expr::Aggregate(a) => {
@@ -490,15 +491,17 @@ pub async fn run_file(name: &str, content: &str) -> FileResult {
         if is_blank(line) {
             continue;
         }
+        let word = line.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+        if word == "clear" {
+            st.clear();
+            continue;
+        }
         let mut block = Vec::new();
         while i < lines.len() && !is_blank(lines[i]) {
             block.push(lines[i].trim());
             i += 1;
         }
-        let word = line.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
-        if word == "clear" {
-            st.clear();
-        } else if word == "load" {
+        if word == "load" {
             let interval = line.split_whitespace().nth(1).map(parse_duration_ms);
             let Some(Ok(interval)) = interval else {
                 res.failures.push(format!("{name}:{lineno}: bad load interval"));
