@@ -16,6 +16,7 @@ mod http;
 pub mod metrics;
 pub mod rate_limit;
 pub mod replication;
+mod ring_adapter;
 pub mod validation;
 
 #[cfg(test)]

@@ -779,6 +779,28 @@ mod grpc {
     }
 
     async fn cluster(behaviours: [Behaviour; 3]) -> Cluster {
+        cluster_with(behaviours, false).await
+    }
+
+    /// A ring descriptor of ACTIVE, freshly heartbeating instances at `addrs`.
+    fn ring_desc(addrs: &[String]) -> ring::Desc {
+        let mut d = ring::Desc::default();
+        for (i, addr) in addrs.iter().enumerate() {
+            d.ingesters.insert(
+                format!("ing-{i}"),
+                ring::InstanceDesc {
+                    addr: addr.clone(),
+                    timestamp: model::now_ms() / 1000,
+                    state: ring::InstanceState::Active as i32,
+                    tokens: (0..8u32).map(|k| k * 0x2000_0000 + i as u32 * 7919).collect(),
+                    ..Default::default()
+                },
+            );
+        }
+        d
+    }
+
+    async fn cluster_with(behaviours: [Behaviour; 3], real_ring: bool) -> Cluster {
         let mut addrs = vec![];
         let mut stubs = vec![];
         let mut servers = vec![];
@@ -808,15 +830,30 @@ mod grpc {
             addrs.push(addr);
             stubs.push(stub);
         }
-        let ring = FakeRing::with_addrs(addrs);
         let pool = server::IngesterPool::new(Duration::from_secs(1));
-        let d = Distributor::with_replica_picker(
-            Config::default(),
-            Limits::default(),
-            ring,
-            Arc::new(pool),
-            &server::Metrics::new(),
-        );
+        let d = if real_ring {
+            let cfg = ring::RingConfig {
+                replication_factor: 3,
+                ..Default::default()
+            };
+            let ring = ring::Ring::from_desc(cfg, ring_desc(&addrs));
+            Distributor::new(
+                Config::default(),
+                Limits::default(),
+                ring,
+                pool,
+                &server::Metrics::new(),
+            )
+        } else {
+            let ring = FakeRing::with_addrs(addrs);
+            Distributor::with_replica_picker(
+                Config::default(),
+                Limits::default(),
+                ring,
+                Arc::new(pool),
+                &server::Metrics::new(),
+            )
+        };
         Cluster { d, stubs, servers }
     }
 
@@ -874,6 +911,14 @@ mod grpc {
         .await;
         let err = c.d.push("tenant-1", two_series()).await.unwrap_err();
         assert_eq!(err, e);
+    }
+
+    #[tokio::test]
+    async fn real_ring_rf3_one_down_succeeds_two_down_fails() {
+        let c = cluster_with([Behaviour::Ok, Behaviour::Ok, Behaviour::Down], true).await;
+        c.d.push("tenant-1", two_series()).await.unwrap();
+        let c = cluster_with([Behaviour::Ok, Behaviour::Down, Behaviour::Down], true).await;
+        assert_eq!(c.d.push("tenant-1", two_series()).await.unwrap_err().code, 500);
     }
 
     #[tokio::test]
