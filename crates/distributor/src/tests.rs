@@ -422,7 +422,7 @@ async fn tokens_by_metric_name_and_by_all_labels() {
     // Known value: FNV-1 32 of "t1" ++ "up".
     assert_eq!(
         model::shard_token_by_metric("t1", b"up"),
-        model::hash::Fnv1_32::default().add(b"t1up").finish()
+        model::hash::Fnv1_32::default().write(b"t1up").finish()
     );
 }
 

@@ -21,7 +21,7 @@ impl Default for Fnv1_32 {
 }
 
 impl Fnv1_32 {
-    pub fn add(mut self, bytes: &[u8]) -> Self {
+    pub fn write(mut self, bytes: &[u8]) -> Self {
         for &b in bytes {
             self.0 = self.0.wrapping_mul(FNV32_PRIME);
             self.0 ^= b as u32;
@@ -78,14 +78,14 @@ pub fn labels_fingerprint(labels: &Labels) -> Fingerprint {
 
 /// Default shard token: FNV-1 32 over tenant then metric name, no separator.
 pub fn shard_token_by_metric(tenant: &str, metric_name: &[u8]) -> u32 {
-    Fnv1_32::default().add(tenant.as_bytes()).add(metric_name).finish()
+    Fnv1_32::default().write(tenant.as_bytes()).write(metric_name).finish()
 }
 
 /// `-distributor.shard-by-all-labels`: tenant, then every (name, value) in sorted order.
 pub fn shard_token_by_all_labels<'a>(tenant: &str, sorted: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> u32 {
-    let mut h = Fnv1_32::default().add(tenant.as_bytes());
+    let mut h = Fnv1_32::default().write(tenant.as_bytes());
     for (n, v) in sorted {
-        h = h.add(n).add(v);
+        h = h.write(n).write(v);
     }
     h.finish()
 }
@@ -98,12 +98,12 @@ mod tests {
     fn fnv1_32_reference_vectors() {
         // FNV-1 32 reference values (http://www.isthe.com/chongo/src/fnv/test_fnv.c).
         assert_eq!(Fnv1_32::default().finish(), 0x811c9dc5);
-        assert_eq!(Fnv1_32::default().add(b"a").finish(), 0x050c5d7e);
-        assert_eq!(Fnv1_32::default().add(b"foobar").finish(), 0x31f0b262);
+        assert_eq!(Fnv1_32::default().write(b"a").finish(), 0x050c5d7e);
+        assert_eq!(Fnv1_32::default().write(b"foobar").finish(), 0x31f0b262);
         // Incremental feeding equals one-shot feeding: token(tenant, metric) = FNV1(tenant ++ metric).
         assert_eq!(
             shard_token_by_metric("foo", b"bar"),
-            Fnv1_32::default().add(b"foobar").finish()
+            Fnv1_32::default().write(b"foobar").finish()
         );
     }
 

@@ -1,0 +1,495 @@
+//! The Prometheus HTTP API (v1) and remote read, under `/api/prom` and `/prometheus`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use model::Matcher;
+use prost::Message;
+use proto::cortex as pb;
+use server::{HttpError, Tenant};
+
+use crate::ingesters::{from_proto, labels_to_proto, TenantQueryable};
+use crate::json;
+use crate::params::{parse_duration_ms, parse_time};
+use crate::Querier;
+
+/// Prometheus refuses range queries with more points than this per series.
+pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
+/// Largest compressed remote-read request accepted (Cortex: 1 MiB).
+const MAX_READ_REQUEST_BYTES: usize = 1 << 20;
+
+/// A Prometheus API error: `errorType` and HTTP status go together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub error_type: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_data(m: impl Into<String>) -> Self {
+        ApiError {
+            error_type: "bad_data",
+            message: m.into(),
+        }
+    }
+    pub fn execution(m: impl Into<String>) -> Self {
+        ApiError {
+            error_type: "execution",
+            message: m.into(),
+        }
+    }
+    pub fn internal(m: impl Into<String>) -> Self {
+        ApiError {
+            error_type: "internal",
+            message: m.into(),
+        }
+    }
+    pub fn timeout(m: impl Into<String>) -> Self {
+        ApiError {
+            error_type: "timeout",
+            message: m.into(),
+        }
+    }
+    pub fn status(&self) -> StatusCode {
+        match self.error_type {
+            "bad_data" => StatusCode::BAD_REQUEST,
+            "execution" => StatusCode::UNPROCESSABLE_ENTITY,
+            "timeout" | "canceled" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            "not_found" => StatusCode::NOT_FOUND,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Errors from storage: a 4xx (a limit, a bad matcher) is the user's → `execution`;
+/// anything else is ours → `internal`.
+impl From<HttpError> for ApiError {
+    fn from(e: HttpError) -> Self {
+        if e.is_client_error() {
+            ApiError::execution(e.message)
+        } else {
+            ApiError::internal(e.message)
+        }
+    }
+}
+
+impl From<promql::PromqlError> for ApiError {
+    fn from(e: promql::PromqlError) -> Self {
+        use promql::PromqlError as P;
+        match e {
+            P::Parse(m) => ApiError::bad_data(m),
+            P::Timeout => ApiError::timeout("query timed out in query execution"),
+            P::Storage(s) if (400..500).contains(&s.code) => ApiError::execution(s.message),
+            P::Storage(s) => ApiError::internal(s.message),
+            other => ApiError::execution(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = String::from("{\"status\":\"error\",\"errorType\":\"");
+        body.push_str(self.error_type);
+        body.push_str("\",\"error\":");
+        json::write_str(&mut body, &self.message);
+        body.push('}');
+        (self.status(), [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
+
+fn ok_json(data: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], json::success(&data)).into_response()
+}
+
+/// Query-string and (for form-encoded POSTs) body parameters, in order.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(method: &Method, headers: &HeaderMap, query: Option<String>, body: &[u8]) -> Params {
+        let mut v: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|c| c.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+        if *method == Method::POST && is_form {
+            v.extend(form_urlencoded::parse(body).into_owned());
+        }
+        Params(v)
+    }
+    fn get(&self, k: &str) -> Option<&str> {
+        // Form values take precedence over the URL, as in Go's Request.FormValue.
+        self.0.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+    fn all(&self, k: &str) -> Vec<&str> {
+        self.0.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect()
+    }
+}
+
+pub fn routes(q: Arc<Querier>) -> Router {
+    let mut r = Router::new();
+    for prefix in ["/api/prom", "/prometheus"] {
+        r = r
+            .route(&format!("{prefix}/api/v1/query"), get(query).post(query))
+            .route(
+                &format!("{prefix}/api/v1/query_range"),
+                get(query_range).post(query_range),
+            )
+            .route(&format!("{prefix}/api/v1/series"), get(series).post(series))
+            .route(&format!("{prefix}/api/v1/labels"), get(labels).post(labels))
+            .route(&format!("{prefix}/api/v1/label/{{name}}/values"), get(label_values))
+            .route(&format!("{prefix}/api/v1/metadata"), get(metadata))
+            .route(&format!("{prefix}/api/v1/status/buildinfo"), get(buildinfo))
+            .route(&format!("{prefix}/api/v1/read"), post(remote_read))
+            .route(&format!("{prefix}/api/v1/user_stats"), get(user_stats));
+    }
+    r.route("/api/prom/read", post(remote_read))
+        .route("/api/prom/user_stats", get(user_stats))
+        .with_state(q)
+}
+
+fn timeout_param(q: &Querier, p: &Params) -> Result<Duration, ApiError> {
+    let max = q.cfg.timeout.0;
+    match p.get("timeout") {
+        Some(t) => Ok(Duration::from_millis(parse_duration_ms(t, "timeout")?.max(0) as u64).min(max)),
+        None => Ok(max),
+    }
+}
+
+async fn query(
+    State(q): State<Arc<Querier>>,
+    Tenant(tenant): Tenant,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(&method, &headers, raw, &body);
+    let t = match p.get("time") {
+        Some(s) if !s.is_empty() => parse_time(s, "time")?,
+        _ => model::now_ms(),
+    };
+    let expr = p.get("query").unwrap_or("").to_string();
+    let timeout = timeout_param(&q, &p)?;
+    let _permit = q
+        .limiter
+        .acquire()
+        .await
+        .map_err(|_| ApiError::internal("querier shutting down"))?;
+    let queryable = TenantQueryable {
+        ingesters: &q.ingesters,
+        tenant: &tenant,
+    };
+    let v = tokio::time::timeout(timeout, q.engine.instant(&queryable, &expr, t))
+        .await
+        .map_err(|_| ApiError::timeout("query timed out in query execution"))??;
+    let mut data = String::new();
+    json::write_query_data(&mut data, &v);
+    Ok(ok_json(data))
+}
+
+async fn query_range(
+    State(q): State<Arc<Querier>>,
+    Tenant(tenant): Tenant,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(&method, &headers, raw, &body);
+    let start = parse_time(p.get("start").unwrap_or(""), "start")?;
+    let end = parse_time(p.get("end").unwrap_or(""), "end")?;
+    if end < start {
+        return Err(ApiError::bad_data("end timestamp must not be before start time"));
+    }
+    let step = parse_duration_ms(p.get("step").unwrap_or(""), "step")?;
+    if step <= 0 {
+        return Err(ApiError::bad_data(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end - start) / step > MAX_POINTS_PER_SERIES {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let expr = p.get("query").unwrap_or("").to_string();
+    let timeout = timeout_param(&q, &p)?;
+    let _permit = q
+        .limiter
+        .acquire()
+        .await
+        .map_err(|_| ApiError::internal("querier shutting down"))?;
+    let queryable = TenantQueryable {
+        ingesters: &q.ingesters,
+        tenant: &tenant,
+    };
+    let v = tokio::time::timeout(timeout, q.engine.range(&queryable, &expr, start, end, step))
+        .await
+        .map_err(|_| ApiError::timeout("query timed out in query execution"))??;
+    let mut data = String::new();
+    json::write_query_data(&mut data, &v);
+    Ok(ok_json(data))
+}
+
+/// Parses a series selector (`up{job="x"}`) into matcher sets (one per `or` branch).
+pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    use promql_parser::label::MatchOp;
+    use promql_parser::parser::Expr;
+    let bad = |m: String| ApiError::bad_data(format!("invalid parameter \"match[]\": {m}"));
+    let expr = promql_parser::parser::parse(s).map_err(bad)?;
+    let Expr::VectorSelector(vs) = expr else {
+        return Err(bad(format!("{s:?} is not a series selector")));
+    };
+    let convert = |ms: &[promql_parser::label::Matcher]| -> Result<Vec<Matcher>, ApiError> {
+        let mut out = Vec::with_capacity(ms.len() + 1);
+        for m in ms {
+            let kind = match m.op {
+                MatchOp::Equal => model::MatchType::Equal,
+                MatchOp::NotEqual => model::MatchType::NotEqual,
+                MatchOp::Re(_) => model::MatchType::RegexMatch,
+                MatchOp::NotRe(_) => model::MatchType::RegexNoMatch,
+            };
+            out.push(Matcher::new(kind, m.name.clone(), m.value.clone()).map_err(|e| bad(e.to_string()))?);
+        }
+        if let Some(name) = &vs.name {
+            if !out.iter().any(|m| m.name == model::METRIC_NAME) {
+                out.push(Matcher::equal(model::METRIC_NAME, name.clone()));
+            }
+        }
+        Ok(out)
+    };
+    if vs.matchers.or_matchers.is_empty() {
+        Ok(vec![convert(&vs.matchers.matchers)?])
+    } else {
+        vs.matchers.or_matchers.iter().map(|ms| convert(ms)).collect()
+    }
+}
+
+async fn series(
+    State(q): State<Arc<Querier>>,
+    Tenant(tenant): Tenant,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(&method, &headers, raw, &body);
+    let selectors = p.all("match[]");
+    if selectors.is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    let mut sets = Vec::new();
+    for s in selectors {
+        sets.extend(parse_selector(s)?);
+    }
+    let found = q.ingesters.series(&tenant, &sets).await?;
+    let mut data = String::from("[");
+    for (i, l) in found.iter().enumerate() {
+        if i > 0 {
+            data.push(',');
+        }
+        json::write_labels(&mut data, l);
+    }
+    data.push(']');
+    Ok(ok_json(data))
+}
+
+fn string_array(items: &[String]) -> String {
+    let mut data = String::from("[");
+    for (i, s) in items.iter().enumerate() {
+        if i > 0 {
+            data.push(',');
+        }
+        json::write_str(&mut data, s);
+    }
+    data.push(']');
+    data
+}
+
+async fn labels(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant) -> Result<Response, ApiError> {
+    Ok(ok_json(string_array(&q.ingesters.label_names(&tenant).await?)))
+}
+
+fn valid_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+async fn label_values(
+    State(q): State<Arc<Querier>>,
+    Tenant(tenant): Tenant,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    if !valid_label_name(&name) {
+        return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+    }
+    Ok(ok_json(string_array(&q.ingesters.label_values(&tenant, &name).await?)))
+}
+
+async fn metadata(
+    State(q): State<Arc<Querier>>,
+    Tenant(tenant): Tenant,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(&Method::GET, &HeaderMap::new(), raw, &[]);
+    let limit: i64 = match p.get("limit") {
+        Some(s) if !s.is_empty() => s.parse().map_err(|_| ApiError::bad_data("limit must be a number"))?,
+        _ => -1,
+    };
+    let only = p.get("metric").filter(|s| !s.is_empty());
+    let all = q.ingesters.metadata(&tenant).await?;
+    let mut by_metric: std::collections::BTreeMap<String, Vec<&pb::MetricMetadata>> = Default::default();
+    for m in &all {
+        if only.is_some_and(|o| o != m.metric_family_name) {
+            continue;
+        }
+        by_metric.entry(m.metric_family_name.clone()).or_default().push(m);
+    }
+    let mut data = String::from("{");
+    for (i, (name, ms)) in by_metric.iter().enumerate() {
+        if limit >= 0 && i as i64 >= limit {
+            break;
+        }
+        if i > 0 {
+            data.push(',');
+        }
+        json::write_str(&mut data, name);
+        data.push_str(":[");
+        for (j, m) in ms.iter().enumerate() {
+            if j > 0 {
+                data.push(',');
+            }
+            let ty = pb::metric_metadata::MetricType::try_from(m.r#type)
+                .map(|t| t.as_str_name().to_ascii_lowercase())
+                .unwrap_or_else(|_| "unknown".into());
+            data.push_str("{\"type\":");
+            json::write_str(&mut data, &ty);
+            data.push_str(",\"help\":");
+            json::write_str(&mut data, &m.help);
+            data.push_str(",\"unit\":");
+            json::write_str(&mut data, &m.unit);
+            data.push('}');
+        }
+        data.push(']');
+    }
+    data.push('}');
+    Ok(ok_json(data))
+}
+
+async fn buildinfo() -> Response {
+    let data = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": option_env!("GIT_REVISION").unwrap_or("unknown"),
+        "branch": option_env!("GIT_BRANCH").unwrap_or("unknown"),
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "rust",
+    });
+    ok_json(data.to_string())
+}
+
+async fn user_stats(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant) -> Result<Response, ApiError> {
+    let s = q.ingesters.user_stats(&tenant).await?;
+    let body = serde_json::json!({
+        "ingestionRate": s.ingestion_rate,
+        "numSeries": s.num_series,
+        "APIIngestionRate": s.api_ingestion_rate,
+        "RuleIngestionRate": s.rule_ingestion_rate,
+    });
+    Ok(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response())
+}
+
+/// Remote read: snappy `ReadRequest` in, snappy `ReadResponse` (samples) out.
+async fn remote_read(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant, body: Bytes) -> Response {
+    match remote_read_inner(&q, &tenant, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn remote_read_inner(q: &Querier, tenant: &str, body: &[u8]) -> Result<Response, HttpError> {
+    if body.len() > MAX_READ_REQUEST_BYTES {
+        return Err(HttpError::new(
+            413,
+            format!(
+                "remote read request of {} bytes is larger than the 1 MiB limit",
+                body.len()
+            ),
+        ));
+    }
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| HttpError::bad_request(format!("remote read body is not snappy-compressed: {e}")))?;
+    let req = pb::ReadRequest::decode(raw.as_slice())
+        .map_err(|e| HttpError::bad_request(format!("remote read body is not a valid ReadRequest: {e}")))?;
+    let mut resp = pb::ReadResponse::default();
+    for query in &req.queries {
+        let matchers = from_proto(&query.matchers)?;
+        let series = q
+            .ingesters
+            .select(tenant, query.start_timestamp_ms, query.end_timestamp_ms, &matchers)
+            .await
+            .map_err(|e| HttpError::bad_request(e.message))?;
+        resp.results.push(pb::QueryResponse {
+            timeseries: series
+                .iter()
+                .map(|s| pb::TimeSeries {
+                    labels: labels_to_proto(&s.labels),
+                    samples: s
+                        .samples
+                        .iter()
+                        .map(|p| pb::Sample {
+                            value: p.v,
+                            timestamp_ms: p.t,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        });
+    }
+    let compressed = snap::raw::Encoder::new()
+        .compress_vec(&resp.encode_to_vec())
+        .map_err(|e| HttpError::internal(format!("compressing remote read response: {e}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-protobuf"),
+            (header::CONTENT_ENCODING, "snappy"),
+        ],
+        compressed,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors() {
+        let sets = parse_selector(r#"up{job=~"a.*",env!="dev"}"#).unwrap();
+        assert_eq!(sets.len(), 1);
+        let names: Vec<_> = sets[0].iter().map(|m| m.to_string()).collect();
+        assert!(names.contains(&"__name__=\"up\"".to_string()), "{names:?}");
+        assert!(names.contains(&"job=~\"a.*\"".to_string()));
+        assert!(parse_selector("sum(up)").is_err());
+        assert!(parse_selector("up{").is_err());
+    }
+
+    #[test]
+    fn error_types_map_to_status() {
+        assert_eq!(ApiError::bad_data("x").status(), StatusCode::BAD_REQUEST);
+        assert_eq!(ApiError::execution("x").status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(ApiError::timeout("x").status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ApiError::from(HttpError::new(400, "limit")).error_type, "execution");
+        assert_eq!(ApiError::from(HttpError::new(500, "down")).error_type, "internal");
+    }
+}

@@ -1,0 +1,108 @@
+//! The querier: PromQL over the ingesters' recent data, served through the
+//! Prometheus HTTP API (`/api/prom/api/v1/…`, `/prometheus/api/v1/…`) and
+//! remote read.
+//!
+//! - [`ingesters`]: replica choice, fan-out with quorum, merge of replicas.
+//! - [`api`]: HTTP handlers and Prometheus error types.
+//! - [`json`]: Prometheus's exact JSON encoding.
+
+pub mod api;
+pub mod ingesters;
+pub mod json;
+mod params;
+
+use std::sync::Arc;
+
+use model::GoDuration;
+use serde::{Deserialize, Serialize};
+use server::config::Flag;
+use server::{IngesterPool, Metrics};
+use tokio::sync::Semaphore;
+
+pub use ingesters::IngesterQuerier;
+
+/// `querier:` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub max_concurrent: usize,
+    pub timeout: GoDuration,
+    pub max_samples: usize,
+    pub lookback_delta: GoDuration,
+    pub default_evaluation_interval: GoDuration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_concurrent: 20,
+            timeout: GoDuration::secs(120),
+            max_samples: 50_000_000,
+            lookback_delta: GoDuration::secs(300),
+            default_evaluation_interval: GoDuration::secs(60),
+        }
+    }
+}
+
+pub const FLAGS: &[Flag] = &[
+    Flag::new(
+        "querier.max-concurrent",
+        "max_concurrent",
+        "The maximum number of concurrent queries; the rest wait.",
+    ),
+    Flag::new("querier.timeout", "timeout", "The timeout for a query."),
+    Flag::new(
+        "querier.max-samples",
+        "max_samples",
+        "Maximum number of samples a single query can load into memory.",
+    ),
+    Flag::new(
+        "querier.lookback-delta",
+        "lookback_delta",
+        "Time since the last sample after which a time series is considered stale.",
+    ),
+    Flag::new(
+        "querier.default-evaluation-interval",
+        "default_evaluation_interval",
+        "The default evaluation interval or step size for subqueries.",
+    ),
+];
+
+/// The querier role.
+pub struct Querier {
+    cfg: Config,
+    ingesters: IngesterQuerier,
+    engine: promql::Engine,
+    limiter: Semaphore,
+}
+
+impl Querier {
+    pub fn new(
+        cfg: Config,
+        ring: ring::Ring,
+        pool: IngesterPool,
+        shard_by_all_labels: bool,
+        _metrics: &Metrics,
+    ) -> Arc<Self> {
+        let engine = promql::Engine::new(promql::EngineOpts {
+            lookback_delta: cfg.lookback_delta.0,
+            max_samples: cfg.max_samples,
+            timeout: cfg.timeout.0,
+            default_eval_interval: cfg.default_evaluation_interval.0,
+        });
+        Arc::new(Querier {
+            limiter: Semaphore::new(cfg.max_concurrent.max(1)),
+            ingesters: IngesterQuerier::new(ring, pool, shard_by_all_labels),
+            engine,
+            cfg,
+        })
+    }
+
+    pub fn http_routes(self: &Arc<Self>) -> axum::Router {
+        api::routes(self.clone())
+    }
+
+    pub fn ingesters(&self) -> &IngesterQuerier {
+        &self.ingesters
+    }
+}
