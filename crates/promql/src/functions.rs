@@ -93,9 +93,14 @@ pub(crate) fn extrapolated_rate(
         }
     }
     let mut duration_to_start = (first.t - range_start) as f64 / 1000.0;
-    let duration_to_end = (range_end - last.t) as f64 / 1000.0;
+    let mut duration_to_end = (range_end - last.t) as f64 / 1000.0;
     let sampled_interval = (last.t - first.t) as f64 / 1000.0;
     let avg_between = sampled_interval / (samples.len() - 1) as f64;
+    // Extrapolate to a boundary only if a sample is expected there; otherwise by half an interval.
+    let threshold = avg_between * 1.1;
+    if duration_to_start >= threshold {
+        duration_to_start = avg_between / 2.0;
+    }
     if is_counter && result > 0.0 && first.v >= 0.0 {
         // A counter cannot go below zero: don't extrapolate past the point where it would be 0.
         let duration_to_zero = sampled_interval * (first.v / result);
@@ -103,18 +108,10 @@ pub(crate) fn extrapolated_rate(
             duration_to_start = duration_to_zero;
         }
     }
-    let threshold = avg_between * 1.1;
-    let mut extrapolate_to = sampled_interval;
-    extrapolate_to += if duration_to_start < threshold {
-        duration_to_start
-    } else {
-        avg_between / 2.0
-    };
-    extrapolate_to += if duration_to_end < threshold {
-        duration_to_end
-    } else {
-        avg_between / 2.0
-    };
+    if duration_to_end >= threshold {
+        duration_to_end = avg_between / 2.0;
+    }
+    let extrapolate_to = sampled_interval + duration_to_start + duration_to_end;
     let mut factor = extrapolate_to / sampled_interval;
     if is_rate {
         factor /= range_ms as f64 / 1000.0;
@@ -262,6 +259,10 @@ fn over_time(name: &str, w: &[Sample], q: f64) -> Option<f64> {
             }
         }
         "quantile_over_time" => quantile(q, w.iter().map(|p| p.v).collect()),
+        "mad_over_time" => {
+            let median = quantile(0.5, w.iter().map(|p| p.v).collect());
+            quantile(0.5, w.iter().map(|p| (p.v - median).abs()).collect())
+        }
         "last_over_time" => w[w.len() - 1].v,
         "present_over_time" | "absent_over_time" => 1.0,
         "resets" => {
@@ -439,7 +440,7 @@ impl Evaluator<'_> {
         match name {
             "rate" | "increase" | "delta" | "irate" | "idelta" | "deriv" | "resets" | "changes" | "avg_over_time"
             | "sum_over_time" | "count_over_time" | "min_over_time" | "max_over_time" | "stddev_over_time"
-            | "stdvar_over_time" | "last_over_time" | "present_over_time" | "absent_over_time" => {
+            | "stdvar_over_time" | "last_over_time" | "present_over_time" | "absent_over_time" | "mad_over_time" => {
                 self.range_function(name, args[0], None, r)
             }
             "quantile_over_time" => {
@@ -896,7 +897,14 @@ fn sort_instant(name: &str, mut m: Vec<Series>, label_names: &[String], r: Range
         "sort" => m.sort_by(|a, b| asc_nan_last(val(a), val(b))),
         "sort_desc" => m.sort_by(|a, b| desc_nan_last(val(a), val(b))),
         _ => {
+            // Prometheus first sorts by value (ascending, or descending for _desc; NaN last),
+            // then stably by the given labels in natural order.
             let desc = name == "sort_by_label_desc";
+            if desc {
+                m.sort_by(|a, b| desc_nan_last(val(a), val(b)));
+            } else {
+                m.sort_by(|a, b| asc_nan_last(val(a), val(b)));
+            }
             m.sort_by(|a, b| {
                 for l in label_names {
                     let o = natural_cmp(a.labels.get(l), b.labels.get(l));
@@ -904,12 +912,7 @@ fn sort_instant(name: &str, mut m: Vec<Series>, label_names: &[String], r: Range
                         return if desc { o.reverse() } else { o };
                     }
                 }
-                let o = a.labels.cmp(&b.labels);
-                if desc {
-                    o.reverse()
-                } else {
-                    o
-                }
+                std::cmp::Ordering::Equal
             });
         }
     }

@@ -135,9 +135,15 @@ fn expand_values(items: &str) -> Result<Vec<Option<f64>>, String> {
             out.push(Some(model::stale_nan()));
             continue;
         }
-        if let Some(v) = parse_number(tok) {
-            out.push(Some(v));
-            continue;
+        // `0x10` is "0 repeated", not hex 16: a repetition suffix of decimal digits wins.
+        let is_repetition = tok
+            .rfind('x')
+            .is_some_and(|x| x > 0 && x + 1 < tok.len() && tok[x + 1..].bytes().all(|b| b.is_ascii_digit()));
+        if !is_repetition {
+            if let Some(v) = parse_number(tok) {
+                out.push(Some(v));
+                continue;
+            }
         }
         let Some(xpos) = tok.rfind('x') else {
             return Err(format!("bad value {tok:?}"));
