@@ -212,10 +212,6 @@ macro_rules! __kv_flags {
                 "The dial timeout for the etcd connection."),
             ::server::config::Flag::new("etcd.max-retries", concat!($p, "etcd.max_retries"),
                 "The maximum number of retries to do for failed ops."),
-            ::server::config::Flag::new("etcd.username", concat!($p, "etcd.username"),
-                "Etcd username."),
-            ::server::config::Flag::new("etcd.password", concat!($p, "etcd.password"),
-                "Etcd password."),
         ]
     };
 }
