@@ -41,6 +41,11 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Same as [`FLAGS`].
+    pub const FLAGS: &'static [Flag] = FLAGS;
+}
+
 /// Flags of the `distributor:` section; paths are relative to that section.
 pub const FLAGS: &[Flag] = &[
     Flag::new(
@@ -111,6 +116,11 @@ impl Default for Limits {
             max_metadata_length: 1024,
         }
     }
+}
+
+impl Limits {
+    /// Same as [`LIMITS_FLAGS`].
+    pub const FLAGS: &'static [Flag] = LIMITS_FLAGS;
 }
 
 /// Flags of the `limits:` section; paths are relative to that section.
@@ -230,6 +240,8 @@ mod tests {
             LIMITS_FLAGS,
         )
         .unwrap();
+        assert_eq!(Limits::FLAGS.len(), LIMITS_FLAGS.len());
+        assert_eq!(Config::FLAGS.len(), FLAGS.len());
         assert_eq!(l.ingestion_rate, 10.5);
         assert_eq!(l.ingestion_burst_size, 20);
         assert_eq!(l.max_label_names_per_series, 5);
