@@ -99,35 +99,23 @@ impl Evaluator<'_> {
                 g.count += 1;
                 let first = g.count == 1;
                 match op.as_str() {
-                    "sum" => {
-                        if !first {
-                            g.value += v
-                        }
-                    }
-                    "avg" => {
-                        if !first {
-                            let n = g.count as f64;
-                            if g.mean.is_infinite() {
-                                if v.is_infinite() && (g.mean > 0.0) == (v > 0.0) {
-                                    continue;
-                                }
-                                if !v.is_infinite() && !v.is_nan() {
-                                    continue;
-                                }
+                    "sum" if !first => g.value += v,
+                    "avg" if !first => {
+                        let n = g.count as f64;
+                        if g.mean.is_infinite() {
+                            // Inf plus a finite value, or Inf of the same sign, stays that Inf.
+                            if v.is_infinite() && (g.mean > 0.0) == (v > 0.0) {
+                                continue;
                             }
-                            g.mean += v / n - g.mean / n;
+                            if !v.is_infinite() && !v.is_nan() {
+                                continue;
+                            }
                         }
+                        // Divide before subtracting to avoid overflowing to Inf.
+                        g.mean += v / n - g.mean / n;
                     }
-                    "max" => {
-                        if g.value < v || g.value.is_nan() {
-                            g.value = v
-                        }
-                    }
-                    "min" => {
-                        if g.value > v || g.value.is_nan() {
-                            g.value = v
-                        }
-                    }
+                    "max" if g.value < v || g.value.is_nan() => g.value = v,
+                    "min" if g.value > v || g.value.is_nan() => g.value = v,
                     "stddev" | "stdvar" => {
                         if first {
                             g.value = 0.0;

@@ -310,3 +310,152 @@ pub fn rewrite_raw_strings(expr: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::promqltest::MemStorage;
+    use model::{Labels, Sample};
+
+    fn storage(series: &[(&str, &[(i64, f64)])]) -> MemStorage {
+        let mut st = MemStorage::new();
+        for (name, pts) in series {
+            st.append(
+                Labels::from_pairs([("__name__", *name), ("job", "a")]),
+                pts.iter().map(|&(t, v)| Sample { t, v }),
+            );
+        }
+        st
+    }
+
+    fn engine() -> Engine {
+        Engine::new(EngineOpts::default())
+    }
+
+    async fn instant_values(e: &Engine, st: &MemStorage, q: &str, t: i64) -> Vec<f64> {
+        match e.instant(st, q, t).await.unwrap() {
+            Value::Vector(v) => v.into_iter().map(|s| s.v).collect(),
+            other => panic!("expected a vector, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rate_extrapolates_to_window_edges_and_stops_at_counter_zero() {
+        // Samples 30s inside both edges of a 120s window: extrapolated by 30s each side.
+        let s = [Sample { t: 30_000, v: 5.0 }, Sample { t: 90_000, v: 15.0 }];
+        let inc = functions::extrapolated_rate(&s, 0, 120_000, 120_000, true, false).unwrap();
+        assert!((inc - 20.0).abs() < 1e-9, "{inc}");
+        let rate = functions::extrapolated_rate(&s, 0, 120_000, 120_000, true, true).unwrap();
+        assert!((rate - 20.0 / 120.0).abs() < 1e-12, "{rate}");
+        // Starting at 2 with slope 10/60s, the counter would hit zero 12s before the first
+        // sample: extrapolation to the left stops there (60 + 12 + 30 = 102s).
+        let s = [Sample { t: 30_000, v: 2.0 }, Sample { t: 90_000, v: 12.0 }];
+        let inc = functions::extrapolated_rate(&s, 0, 120_000, 120_000, true, false).unwrap();
+        assert!((inc - 10.0 * 102.0 / 60.0).abs() < 1e-9, "{inc}");
+        // A counter reset adds the value before the reset.
+        let s = [
+            Sample { t: 0, v: 10.0 },
+            Sample { t: 60_000, v: 3.0 },
+            Sample { t: 120_000, v: 8.0 },
+        ];
+        let inc = functions::extrapolated_rate(&s, 0, 120_000, 120_000, true, false).unwrap();
+        assert!((inc - 8.0).abs() < 1e-9, "{inc}");
+        // One sample is not enough.
+        assert!(functions::extrapolated_rate(&s[..1], 0, 120_000, 120_000, true, true).is_none());
+    }
+
+    #[tokio::test]
+    async fn lookback_window_is_closed_and_configurable() {
+        let st = storage(&[("m", &[(0, 1.0)])]);
+        let e = engine();
+        assert_eq!(instant_values(&e, &st, "m", 300_000).await, vec![1.0]);
+        assert!(instant_values(&e, &st, "m", 300_001).await.is_empty());
+        let short = Engine::new(EngineOpts {
+            lookback_delta: Duration::from_secs(60),
+            ..EngineOpts::default()
+        });
+        assert_eq!(instant_values(&short, &st, "m", 60_000).await, vec![1.0]);
+        assert!(instant_values(&short, &st, "m", 60_001).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn stale_marker_ends_series_and_is_not_a_range_sample() {
+        let st = storage(&[("m", &[(0, 1.0), (10_000, model::stale_nan()), (20_000, 2.0)])]);
+        let e = engine();
+        assert_eq!(instant_values(&e, &st, "m", 5_000).await, vec![1.0]);
+        assert!(instant_values(&e, &st, "m", 15_000).await.is_empty());
+        assert_eq!(instant_values(&e, &st, "m", 25_000).await, vec![2.0]);
+        assert_eq!(
+            instant_values(&e, &st, "count_over_time(m[1m])", 30_000).await,
+            vec![2.0]
+        );
+        // Range mode: the gap appears as missing points.
+        let Value::Matrix(m) = e.range(&st, "m", 0, 20_000, 5_000).await.unwrap() else {
+            panic!("range query returns a matrix")
+        };
+        let ts: Vec<i64> = m[0].samples.iter().map(|p| p.t).collect();
+        assert_eq!(ts, vec![0, 5_000, 20_000]);
+    }
+
+    #[tokio::test]
+    async fn backtick_strings_are_raw() {
+        let mut st = MemStorage::new();
+        st.append(
+            Labels::from_pairs([("__name__", "m"), ("a", "foo.bar")]),
+            [Sample { t: 0, v: 1.0 }],
+        );
+        st.append(
+            Labels::from_pairs([("__name__", "m"), ("a", "fooxbar")]),
+            [Sample { t: 0, v: 2.0 }],
+        );
+        let e = engine();
+        assert_eq!(instant_values(&e, &st, "m{a=~`foo\\.bar`}", 0).await, vec![1.0]);
+        assert_eq!(rewrite_raw_strings(r#"x{a=`"\`}"#), r#"x{a="\"\\"}"#);
+        // Backticks inside ordinary strings are left alone.
+        assert_eq!(rewrite_raw_strings(r#"x{a="`"}"#), r#"x{a="`"}"#);
+    }
+
+    #[tokio::test]
+    async fn errors_are_typed() {
+        let st = storage(&[("a", &[(0, 1.0)]), ("b", &[(0, 1.0)])]);
+        let e = engine();
+        assert!(matches!(e.instant(&st, "sum(", 0).await, Err(PromqlError::Parse(_))));
+        let mut st2 = st.clone();
+        st2.append(
+            Labels::from_pairs([("__name__", "b"), ("job", "a"), ("x", "1")]),
+            [Sample { t: 0, v: 1.0 }],
+        );
+        match e.instant(&st2, "a + on(job) b", 0).await {
+            Err(PromqlError::Execution(m)) => assert!(m.contains("many-to-many matching not allowed"), "{m}"),
+            other => panic!("expected many-to-many error, got {other:?}"),
+        }
+        match e.instant(&st2, "b + on(job) group_left a", 0).await {
+            Ok(Value::Vector(v)) => assert_eq!(v.len(), 2),
+            other => panic!("group_left should match, got {other:?}"),
+        }
+        let tiny = Engine::new(EngineOpts {
+            max_samples: 1,
+            ..EngineOpts::default()
+        });
+        assert!(matches!(
+            tiny.instant(&st2, "b", 0).await,
+            Err(PromqlError::TooManySamples)
+        ));
+        assert!(matches!(
+            e.range(&st, "\"s\"", 0, 10, 1).await,
+            Err(PromqlError::Execution(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn range_query_of_scalar_is_one_unlabelled_series() {
+        let st = MemStorage::new();
+        let Value::Matrix(m) = engine().range(&st, "time()", 0, 120_000, 60_000).await.unwrap() else {
+            panic!("matrix expected")
+        };
+        assert_eq!(m.len(), 1);
+        assert!(m[0].labels.is_empty());
+        let v: Vec<f64> = m[0].samples.iter().map(|p| p.v).collect();
+        assert_eq!(v, vec![0.0, 60.0, 120.0]);
+    }
+}

@@ -355,23 +355,11 @@ fn describe(v: &Value) -> String {
 fn add_at(e: &mut Expr, t: i64) {
     let at = || Some(AtModifier::At(ms_to_system_time(t)));
     match e {
-        Expr::VectorSelector(vs) => {
-            if vs.at.is_none() {
-                vs.at = at();
-            }
-        }
-        Expr::MatrixSelector(ms) => {
-            if ms.vs.at.is_none() {
-                ms.vs.at = at();
-            }
-        }
-        Expr::Subquery(sq) => {
-            // Prometheus sets the subquery's @ before visiting its children, and skips
-            // everything below a subquery with @, so the inner expression stays as written.
-            if sq.at.is_none() {
-                sq.at = at();
-            }
-        }
+        Expr::VectorSelector(vs) if vs.at.is_none() => vs.at = at(),
+        Expr::MatrixSelector(ms) if ms.vs.at.is_none() => ms.vs.at = at(),
+        // Prometheus sets a subquery's @ before visiting its children, and skips everything
+        // below a subquery with @, so the inner expression stays as written.
+        Expr::Subquery(sq) if sq.at.is_none() => sq.at = at(),
         Expr::Aggregate(a) => {
             add_at(&mut a.expr, t);
             if let Some(p) = &mut a.param {
