@@ -243,7 +243,40 @@ impl Engine {
 pub fn parse(expr: &str) -> Result<Expr, PromqlError> {
     register_functions();
     let src = rewrite_raw_strings(expr);
-    promql_parser::parser::parse(&src).map_err(PromqlError::Parse)
+    let ast = promql_parser::parser::parse(&src).map_err(|msg| PromqlError::Parse(parse_error_text(&src, &msg)))?;
+    if has_or_matchers(&ast) {
+        // `{a="1" or b="2"}` is Prometheus v3 syntax; v2.53 rejects it.
+        return Err(PromqlError::Parse(
+            "parse error: 'or' inside a label matcher list is not supported".into(),
+        ));
+    }
+    Ok(ast)
+}
+
+/// Prometheus's `line:col: parse error: msg` text. promql-parser reports no positions, so a
+/// position is given only where it is certain: errors at the end of the input.
+fn parse_error_text(src: &str, msg: &str) -> String {
+    if msg.contains("end of input") || msg.starts_with("unclosed") {
+        let line = src.matches('\n').count() + 1;
+        let col = src.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+        format!("{line}:{col}: parse error: {msg}")
+    } else {
+        format!("parse error: {msg}")
+    }
+}
+
+fn has_or_matchers(e: &Expr) -> bool {
+    match e {
+        Expr::VectorSelector(vs) => !vs.matchers.or_matchers.is_empty(),
+        Expr::MatrixSelector(ms) => !ms.vs.matchers.or_matchers.is_empty(),
+        Expr::Subquery(sq) => has_or_matchers(&sq.expr),
+        Expr::Aggregate(a) => has_or_matchers(&a.expr) || a.param.as_ref().is_some_and(|p| has_or_matchers(p)),
+        Expr::Unary(u) => has_or_matchers(&u.expr),
+        Expr::Binary(b) => has_or_matchers(&b.lhs) || has_or_matchers(&b.rhs),
+        Expr::Paren(p) => has_or_matchers(&p.expr),
+        Expr::Call(c) => c.args.args.iter().any(|a| has_or_matchers(a)),
+        _ => false,
+    }
 }
 
 /// `holt_winters` is the v2 name of `double_exponential_smoothing`; the parser only knows the new one.
@@ -419,7 +452,11 @@ mod tests {
     async fn errors_are_typed() {
         let st = storage(&[("a", &[(0, 1.0)]), ("b", &[(0, 1.0)])]);
         let e = engine();
-        assert!(matches!(e.instant(&st, "sum(", 0).await, Err(PromqlError::Parse(_))));
+        match e.instant(&st, "sum(", 0).await {
+            Err(PromqlError::Parse(m)) => assert_eq!(m, "1:5: parse error: unclosed left parenthesis"),
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+        assert!(matches!(e.instant(&st, "xyz(a)", 0).await, Err(PromqlError::Parse(_))));
         let mut st2 = st.clone();
         st2.append(
             Labels::from_pairs([("__name__", "b"), ("job", "a"), ("x", "1")]),

@@ -9,7 +9,7 @@ use model::{Labels, Sample, Series};
 use promql_parser::parser::{AtModifier, Expr};
 
 use crate::plan::ms_to_system_time;
-use crate::{Engine, EngineOpts, PromqlError, Queryable, StorageError, Value};
+use crate::{Engine, EngineOpts, Queryable, StorageError, Value};
 
 /// An in-memory storage: series sorted by labels, samples in time order.
 #[derive(Debug, Default, Clone)]
@@ -645,9 +645,4 @@ impl FileResult {
             self.passed, self.failed, self.skipped
         )
     }
-}
-
-/// Unwraps a storage error for callers that want the message.
-pub fn error_text(e: &PromqlError) -> String {
-    e.to_string()
 }
