@@ -1,0 +1,479 @@
+//! The ingester role (chunks storage, spec §3): keeps each tenant's recent
+//! samples in memory as Prometheus XOR chunks and serves them to queriers.
+//!
+//! - [`Ingester::push`] appends a `WriteRequest` under Cortex's rules (§3.2):
+//!   duplicates are ignored, out-of-order samples and new values for an
+//!   existing timestamp are rejected one by one, and the first such error is
+//!   returned as a 400 after the rest of the request has been applied.
+//! - Series live in [`user_state::UserState`]: 128 lock-striped shards keyed
+//!   by fingerprint, with an inverted index for matcher lookups.
+//! - [`Ingester::grpc_service`] serves every `cortex.Ingester` RPC; hand-over
+//!   (`TransferChunks`) is refused on purpose (see [`grpc`]).
+//! - [`Ingester::http_routes`] adds the debugging push endpoints.
+//!
+//! Durability (WAL) and flushing chunks to the store are not here yet; the
+//! chunk descriptors already carry what they will need.
+
+mod errors;
+pub mod grpc;
+mod http;
+mod index;
+mod metrics;
+mod series;
+mod user_state;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+
+use model::{GoDuration, Labels, Matcher};
+use parking_lot::RwLock;
+use proto::cortex::{write_request::SourceEnum, MetricMetadata, UserStatsResponse, WriteRequest};
+use serde::{Deserialize, Serialize};
+use server::config::Flag;
+use server::HttpError;
+
+pub use grpc::IngesterService;
+
+use metrics::{DiscardReason, IngesterMetrics, UserLabel};
+use user_state::{MetadataLimits, PushOutcome, SeriesLimits, UserState};
+
+/// `ingester:` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Most series one tenant may have in this ingester (0 = unlimited).
+    pub max_series_per_user: usize,
+    /// Most series one metric name may have per tenant in this ingester (0 = unlimited).
+    pub max_series_per_metric: usize,
+    /// Most series a non-streaming `Query` may return (0 = unlimited).
+    pub max_series_per_query: usize,
+    /// Most samples a non-streaming `Query` may return (0 = unlimited).
+    pub max_samples_per_query: usize,
+    /// How often the per-tenant ingestion rates are recomputed.
+    pub rate_update_period: GoDuration,
+    /// Most metadata entries kept per tenant (0 = unlimited).
+    pub max_metadata_per_user: usize,
+    /// Most metadata entries kept per metric (0 = unlimited).
+    pub max_metadata_per_metric: usize,
+    /// Metadata not pushed again for this long is forgotten.
+    pub metadata_retain_period: GoDuration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_series_per_user: 5_000_000,
+            max_series_per_metric: 50_000,
+            max_series_per_query: 100_000,
+            max_samples_per_query: 1_000_000,
+            rate_update_period: GoDuration::secs(15),
+            max_metadata_per_user: 8000,
+            max_metadata_per_metric: 10,
+            metadata_retain_period: GoDuration::secs(600),
+        }
+    }
+}
+
+impl Config {
+    pub const FLAGS: &'static [Flag] = &[
+        Flag::new(
+            "ingester.max-series-per-user",
+            "max_series_per_user",
+            "The maximum number of active series per user, per ingester. 0 to disable.",
+        ),
+        Flag::new(
+            "ingester.max-series-per-metric",
+            "max_series_per_metric",
+            "The maximum number of active series per metric name, per ingester. 0 to disable.",
+        ),
+        Flag::new(
+            "ingester.max-series-per-query",
+            "max_series_per_query",
+            "The maximum number of series for which a query can fetch samples from each ingester.",
+        ),
+        Flag::new(
+            "ingester.max-samples-per-query",
+            "max_samples_per_query",
+            "The maximum number of samples that a query can return.",
+        ),
+        Flag::new(
+            "ingester.rate-update-period",
+            "rate_update_period",
+            "Period with which to update the per-user ingestion rates.",
+        ),
+        Flag::new(
+            "ingester.max-metadata-per-user",
+            "max_metadata_per_user",
+            "The maximum number of active metrics with metadata per user, per ingester. 0 to disable.",
+        ),
+        Flag::new(
+            "ingester.max-metadata-per-metric",
+            "max_metadata_per_metric",
+            "The maximum number of metadata per metric, per ingester. 0 to disable.",
+        ),
+        Flag::new(
+            "ingester.metadata-retain-period",
+            "metadata_retain_period",
+            "Period at which metadata we have not seen will remain in memory before being deleted.",
+        ),
+    ];
+
+    fn series_limits(&self) -> SeriesLimits {
+        SeriesLimits {
+            max_series_per_user: self.max_series_per_user,
+            max_series_per_metric: self.max_series_per_metric,
+        }
+    }
+
+    fn metadata_limits(&self) -> MetadataLimits {
+        MetadataLimits {
+            max_per_user: self.max_metadata_per_user,
+            max_per_metric: self.max_metadata_per_metric,
+        }
+    }
+}
+
+/// Readiness source (the ring lifecycler in production).
+pub type ReadinessCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// The ingester: per-tenant in-memory series behind `cortex.Ingester`.
+pub struct Ingester {
+    cfg: Config,
+    /// Read-locked on every request, write-locked only to add a tenant.
+    users: RwLock<HashMap<Arc<str>, Arc<UserState>>>,
+    metrics: IngesterMetrics,
+    readiness: RwLock<Option<ReadinessCheck>>,
+}
+
+impl std::fmt::Debug for Ingester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingester")
+            .field("users", &self.users.read().len())
+            .finish()
+    }
+}
+
+/// A series returned by [`Ingester::query`].
+pub type QueriedSeries = model::Series;
+
+impl Ingester {
+    /// Builds the ingester and, when called inside a tokio runtime, starts the
+    /// loop that updates ingestion rates and purges stale metadata every
+    /// `rate_update_period` (it stops when the ingester is dropped).
+    pub fn new(cfg: Config, metrics: &server::Metrics) -> Arc<Ingester> {
+        let ing = Arc::new(Ingester {
+            cfg,
+            users: RwLock::new(HashMap::new()),
+            metrics: IngesterMetrics::new(metrics),
+            readiness: RwLock::new(None),
+        });
+        let period = ing.cfg.rate_update_period.0;
+        if !period.is_zero() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let weak: Weak<Ingester> = Arc::downgrade(&ing);
+                rt.spawn(async move {
+                    let mut ticker = tokio::time::interval(period);
+                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    ticker.tick().await;
+                    loop {
+                        ticker.tick().await;
+                        match weak.upgrade() {
+                            Some(ing) => ing.tick(),
+                            None => break,
+                        }
+                    }
+                });
+            }
+        }
+        ing
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Makes [`Ingester::check_ready`] delegate to `check` (the ring
+    /// lifecycler's readiness, spec §2.3).
+    pub fn set_readiness_check(&self, check: ReadinessCheck) {
+        *self.readiness.write() = Some(check);
+    }
+
+    /// Ready when the readiness source says so; without one, always ready.
+    pub fn check_ready(&self) -> Result<(), String> {
+        let check = self.readiness.read().clone();
+        match check {
+            Some(check) => check(),
+            None => Ok(()),
+        }
+    }
+
+    /// The gRPC service (`cortex.Ingester`), with Cortex's message size limits.
+    pub fn grpc_service(self: &Arc<Self>) -> proto::cortex::ingester_server::IngesterServer<IngesterService> {
+        proto::cortex::ingester_server::IngesterServer::new(IngesterService::new(self.clone()))
+            .max_decoding_message_size(server::ingester_client::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(server::ingester_client::MAX_MESSAGE_SIZE)
+    }
+
+    /// `POST /ingester/push`, `POST /push` (remote-write straight into this
+    /// ingester, for debugging) and `GET /ingester/all_user_stats`.
+    pub fn http_routes(self: &Arc<Self>) -> axum::Router {
+        http::routes(self.clone())
+    }
+
+    /// Appends a write request for `tenant` (spec §3.2). Every sample is
+    /// tried; the first client error is returned as a 400 prefixed
+    /// `user=<tenant>: ` after the others were applied.
+    pub async fn push(&self, tenant: &str, req: WriteRequest) -> Result<(), HttpError> {
+        self.push_request(tenant, &req)
+    }
+
+    fn push_request(&self, tenant: &str, req: &WriteRequest) -> Result<(), HttpError> {
+        let user = self.user_or_create(tenant);
+        let now = model::now_ms();
+        let limits = self.cfg.series_limits();
+        let mut out = PushOutcome::default();
+        // One scratch buffer per request: label pairs are borrowed from the
+        // request, so no per-series or per-sample allocation happens here.
+        let mut pairs: Vec<(&[u8], &[u8])> = Vec::new();
+        for ts in &req.timeseries {
+            pairs.clear();
+            pairs.extend(
+                ts.labels
+                    .iter()
+                    .filter(|l| !l.value.is_empty())
+                    .map(|l| (&l.name[..], &l.value[..])),
+            );
+            pairs.sort_by(|a, b| a.0.cmp(b.0));
+            pairs.dedup_by(|later, earlier| later.0 == earlier.0);
+            let fp = model::fingerprint(pairs.iter().copied());
+            user.push_series(fp, &pairs, &ts.samples, limits, now, &mut out);
+        }
+        if !req.metadata.is_empty() {
+            self.ingest_metadata(&user, &req.metadata, now);
+        }
+        self.record_push(&user, req.source, &out);
+        match out.first_error {
+            Some(e) => Err(HttpError::bad_request(format!("user={tenant}: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn ingest_metadata(&self, user: &UserState, metadata: &[MetricMetadata], now: i64) {
+        let limits = self.cfg.metadata_limits();
+        let mut rejected = 0;
+        for md in metadata {
+            if user.add_metadata(md, now, limits) {
+                self.metrics.ingested_metadata.inc();
+            } else {
+                rejected += 1;
+            }
+        }
+        if rejected > 0 {
+            // Best effort, as Cortex: metadata over the limits is logged, not an error.
+            tracing::debug!(tenant = %user.tenant, rejected, "metadata over the per-user or per-metric limit dropped");
+        }
+    }
+
+    fn record_push(&self, user: &UserState, source: i32, out: &PushOutcome) {
+        let m = &self.metrics;
+        m.ingested_samples.inc_by(out.appended);
+        m.ingested_samples_failures.inc_by(out.failed());
+        for reason in DiscardReason::ALL {
+            m.discard(reason, &user.tenant, out.discarded[reason.index()]);
+        }
+        if out.series_created > 0 {
+            m.memory_series.inc_by(out.series_created as i64);
+            m.series_created
+                .get_or_create(&UserLabel {
+                    user: user.tenant.to_string(),
+                })
+                .inc_by(out.series_created);
+        }
+        if out.chunks_created > 0 {
+            m.memory_chunks.inc_by(out.chunks_created as i64);
+        }
+        if source == SourceEnum::Rule as i32 {
+            user.rule_rate.add(out.appended);
+        } else {
+            user.api_rate.add(out.appended);
+        }
+    }
+
+    fn user(&self, tenant: &str) -> Option<Arc<UserState>> {
+        self.users.read().get(tenant).cloned()
+    }
+
+    fn user_or_create(&self, tenant: &str) -> Arc<UserState> {
+        if let Some(u) = self.user(tenant) {
+            return u;
+        }
+        let mut users = self.users.write();
+        users
+            .entry(Arc::from(tenant))
+            .or_insert_with(|| {
+                self.metrics.memory_users.inc();
+                Arc::new(UserState::new(Arc::from(tenant), self.cfg.rate_update_period.0))
+            })
+            .clone()
+    }
+
+    fn users_snapshot(&self) -> Vec<Arc<UserState>> {
+        self.users.read().values().cloned().collect()
+    }
+
+    /// Recomputes ingestion rates and forgets metadata not seen within the
+    /// retain period. Runs every `rate_update_period`.
+    pub fn tick(&self) {
+        let older_than = model::now_ms() - self.cfg.metadata_retain_period.as_millis();
+        for user in self.users_snapshot() {
+            user.api_rate.tick();
+            user.rule_rate.tick();
+            user.purge_metadata(older_than);
+        }
+    }
+
+    /// Decoded samples in `[from, through]` of every series of `tenant`
+    /// matching all `matchers` (the non-streaming `Query` RPC). Enforces
+    /// `max_series_per_query` / `max_samples_per_query` with 413.
+    pub fn query(
+        &self,
+        tenant: &str,
+        from: i64,
+        through: i64,
+        matchers: &[Matcher],
+    ) -> Result<Vec<QueriedSeries>, HttpError> {
+        self.metrics.queries.inc();
+        let Some(user) = self.user(tenant) else {
+            self.metrics.queried_series.observe(0.0);
+            return Ok(Vec::new());
+        };
+        let fps = user.candidate_fingerprints(matchers);
+        let (max_series, max_samples) = (self.cfg.max_series_per_query, self.cfg.max_samples_per_query);
+        let mut result = Vec::new();
+        let mut total_samples = 0usize;
+        let mut limit_error: Option<HttpError> = None;
+        user.for_each_matching(&fps, matchers, |s| {
+            if limit_error.is_some() {
+                return;
+            }
+            if max_series > 0 && result.len() >= max_series {
+                limit_error = Some(HttpError::new(
+                    413,
+                    format!("exceeded maximum number of series in a query (limit: {max_series})"),
+                ));
+                return;
+            }
+            let mut samples = Vec::new();
+            for c in s.chunks.iter().filter(|c| c.overlaps(from, through)) {
+                samples.extend(
+                    c.chunk
+                        .iter()
+                        .filter(|(t, _)| *t >= from && *t <= through)
+                        .map(|(t, v)| model::Sample { t, v }),
+                );
+            }
+            if samples.is_empty() {
+                return;
+            }
+            total_samples += samples.len();
+            if max_samples > 0 && total_samples > max_samples {
+                limit_error = Some(HttpError::new(
+                    413,
+                    format!("exceeded maximum number of samples in a query (limit: {max_samples})"),
+                ));
+                return;
+            }
+            result.push(model::Series {
+                labels: s.labels.clone(),
+                samples,
+            });
+        });
+        if let Some(e) = limit_error {
+            return Err(e);
+        }
+        self.metrics.queried_series.observe(result.len() as f64);
+        self.metrics.queried_samples.observe(total_samples as f64);
+        Ok(result)
+    }
+
+    /// Label sets of `tenant`'s series matching any of the matcher sets
+    /// (`MetricsForLabelMatchers`; the time range is ignored, as in Cortex).
+    pub fn series_for_matchers(&self, tenant: &str, matcher_sets: &[Vec<Matcher>]) -> Vec<Labels> {
+        let Some(user) = self.user(tenant) else {
+            return Vec::new();
+        };
+        let mut seen: HashSet<Labels> = HashSet::new();
+        let mut out = Vec::new();
+        for matchers in matcher_sets {
+            let fps = user.candidate_fingerprints(matchers);
+            user.for_each_matching(&fps, matchers, |s| {
+                if seen.insert(s.labels.clone()) {
+                    out.push(s.labels.clone());
+                }
+            });
+        }
+        out
+    }
+
+    /// Every label name of `tenant`'s series, sorted.
+    pub fn label_names(&self, tenant: &str) -> Vec<String> {
+        self.user(tenant).map(|u| u.index.label_names()).unwrap_or_default()
+    }
+
+    /// Every value of label `name` among `tenant`'s series, sorted.
+    pub fn label_values(&self, tenant: &str, name: &str) -> Vec<String> {
+        self.user(tenant)
+            .map(|u| u.index.label_values(name))
+            .unwrap_or_default()
+    }
+
+    /// Series count and ingestion rates of `tenant` (zero if unknown).
+    pub fn user_stats(&self, tenant: &str) -> UserStatsResponse {
+        self.user(tenant).map(|u| stats_of(&u)).unwrap_or_default()
+    }
+
+    /// Stats of every tenant, sorted by tenant ID.
+    pub fn all_user_stats(&self) -> Vec<(String, UserStatsResponse)> {
+        let mut all: Vec<_> = self
+            .users_snapshot()
+            .iter()
+            .map(|u| (u.tenant.to_string(), stats_of(u)))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Metric metadata pushed by `tenant` and still retained.
+    pub fn metadata(&self, tenant: &str) -> Vec<MetricMetadata> {
+        self.user(tenant).map(|u| u.metadata()).unwrap_or_default()
+    }
+
+    /// Number of series `tenant` has in memory.
+    pub fn num_series(&self, tenant: &str) -> usize {
+        self.user(tenant).map(|u| u.num_series()).unwrap_or(0)
+    }
+
+    /// Number of chunks `tenant` has in memory (walks every series).
+    pub fn num_chunks(&self, tenant: &str) -> usize {
+        self.user(tenant).map(|u| u.num_chunks()).unwrap_or(0)
+    }
+
+    /// Number of series of `tenant` named `metric`.
+    pub fn num_series_for_metric(&self, tenant: &str, metric: &str) -> usize {
+        self.user(tenant).map(|u| u.metric_name_count(metric)).unwrap_or(0)
+    }
+}
+
+fn stats_of(u: &UserState) -> UserStatsResponse {
+    let api = u.api_rate.rate();
+    let rule = u.rule_rate.rate();
+    UserStatsResponse {
+        ingestion_rate: api + rule,
+        num_series: u.num_series() as u64,
+        api_ingestion_rate: api,
+        rule_ingestion_rate: rule,
+    }
+}
