@@ -33,7 +33,7 @@ e2e: peers build
 	CORTEX_BIN_DIR=$(CURDIR)/target/debug $(CARGO) test -p e2e -- --test-threads=1 --nocapture
 
 promqltest:
-	$(CARGO) run -q -p promql --bin promqltest
+	$(CARGO) run -q -p promql --example promqltest
 
 fmt:
 	$(CARGO) fmt --all

@@ -12,11 +12,7 @@ pub struct UserLabel {
     pub user: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonUserLabels {
-    pub reason: String,
-    pub user: String,
-}
+pub use server::metrics::ReasonUserLabels;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IngesterTypeLabels {
@@ -47,7 +43,10 @@ impl DistributorMetrics {
     /// Creates and registers every metric (counters without `_total`:
     /// prometheus-client appends it).
     pub fn register(metrics: &server::Metrics) -> Self {
-        let m = DistributorMetrics::default();
+        let m = DistributorMetrics {
+            discarded_samples: metrics.discarded_samples(),
+            ..Default::default()
+        };
         metrics.register(
             "cortex_distributor_samples_in",
             "The total number of samples that have come in to the distributor, including rejected or deduped samples.",
@@ -82,11 +81,6 @@ impl DistributorMetrics {
             "cortex_distributor_latest_seen_sample_timestamp_seconds",
             "Unix timestamp of latest received sample per user.",
             m.latest_seen_sample_timestamp.clone(),
-        );
-        metrics.register(
-            "cortex_discarded_samples",
-            "The total number of samples that were discarded.",
-            m.discarded_samples.clone(),
         );
         metrics.register(
             "cortex_discarded_metadata",
