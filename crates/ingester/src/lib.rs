@@ -44,6 +44,8 @@ use user_state::{MetadataLimits, PushOutcome, SeriesLimits, UserState};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// How this ingester registers in the ring (`-ingester.*`, `-ring.*` flags).
+    pub lifecycler: ring::LifecyclerConfig,
     /// Most series one tenant may have in this ingester (0 = unlimited).
     pub max_series_per_user: usize,
     /// Most series one metric name may have per tenant in this ingester (0 = unlimited).
@@ -65,6 +67,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            lifecycler: ring::LifecyclerConfig::default(),
             max_series_per_user: 5_000_000,
             max_series_per_metric: 50_000,
             max_series_per_query: 100_000,
@@ -121,6 +124,23 @@ impl Config {
         ),
     ];
 
+    /// [`Config::FLAGS`] plus the lifecycler's flags, with their YAML paths
+    /// nested under `lifecycler.` (all relative to the `ingester` section).
+    pub fn flags() -> Vec<Flag> {
+        static LIFECYCLER: std::sync::OnceLock<Vec<Flag>> = std::sync::OnceLock::new();
+        let nested = LIFECYCLER.get_or_init(|| {
+            ring::LifecyclerConfig::FLAGS
+                .iter()
+                .map(|f| {
+                    // Leaked once per process (OnceLock): Flag holds &'static str.
+                    let path: &'static str = Box::leak(format!("lifecycler.{}", f.path).into_boxed_str());
+                    Flag::new(f.name, path, f.help)
+                })
+                .collect()
+        });
+        Self::FLAGS.iter().chain(nested.iter()).copied().collect()
+    }
+
     fn series_limits(&self) -> SeriesLimits {
         SeriesLimits {
             max_series_per_user: self.max_series_per_user,
@@ -145,6 +165,7 @@ pub struct Ingester {
     /// Read-locked on every request, write-locked only to add a tenant.
     users: RwLock<HashMap<Arc<str>, Arc<UserState>>>,
     metrics: IngesterMetrics,
+    lifecycler: RwLock<Option<Arc<ring::Lifecycler>>>,
     readiness: RwLock<Option<ReadinessCheck>>,
 }
 
@@ -168,6 +189,7 @@ impl Ingester {
             cfg,
             users: RwLock::new(HashMap::new()),
             metrics: IngesterMetrics::new(metrics),
+            lifecycler: RwLock::new(None),
             readiness: RwLock::new(None),
         });
         let period = ing.cfg.rate_update_period.0;
@@ -195,14 +217,28 @@ impl Ingester {
         &self.cfg
     }
 
-    /// Makes [`Ingester::check_ready`] delegate to `check` (the ring
-    /// lifecycler's readiness, spec §2.3).
+    /// Installs the ring lifecycler this ingester registered with; from now
+    /// on [`Ingester::check_ready`] is the lifecycler's readiness (spec §2.3).
+    pub fn set_lifecycler(&self, lifecycler: Arc<ring::Lifecycler>) {
+        *self.lifecycler.write() = Some(lifecycler);
+    }
+
+    pub fn lifecycler(&self) -> Option<Arc<ring::Lifecycler>> {
+        self.lifecycler.read().clone()
+    }
+
+    /// A readiness source for set-ups without a ring (single-process tests,
+    /// embedded use); the lifecycler, when set, takes precedence.
     pub fn set_readiness_check(&self, check: ReadinessCheck) {
         *self.readiness.write() = Some(check);
     }
 
-    /// Ready when the readiness source says so; without one, always ready.
+    /// The lifecycler's readiness if one is set, else the installed check,
+    /// else ready.
     pub fn check_ready(&self) -> Result<(), String> {
+        if let Some(l) = self.lifecycler() {
+            return l.check_ready();
+        }
         let check = self.readiness.read().clone();
         match check {
             Some(check) => check(),

@@ -807,3 +807,65 @@ fn config_defaults_and_flags() {
     assert_eq!(loaded.rate_update_period, model::GoDuration::secs(30));
     assert_eq!(loaded.max_series_per_metric, 50_000);
 }
+
+#[tokio::test]
+async fn readiness_comes_from_the_ring_lifecycler() {
+    let metrics = server::Metrics::new();
+    let kv_cfg = ring::kv::KvConfig {
+        store: "inmemory".into(),
+        ..Default::default()
+    };
+    let kv = ring::kv::new_client(&kv_cfg, &metrics).await.unwrap();
+    let start = |id: &str, min_ready: model::GoDuration| {
+        let mut cfg = ring::LifecyclerConfig::default();
+        cfg.id = id.into();
+        cfg.min_ready_duration = min_ready;
+        cfg.join_after = model::GoDuration::secs(0);
+        cfg.heartbeat_period = model::GoDuration::millis(50);
+        cfg.final_sleep = model::GoDuration::secs(0);
+        ring::Lifecycler::start(
+            cfg,
+            kv.clone(),
+            ring::INGESTER_RING_KEY,
+            "127.0.0.1:9095".into(),
+            &metrics,
+        )
+    };
+
+    // Not ready while the lifecycler waits out min_ready_duration.
+    let ing = Ingester::new(Config::default(), &metrics);
+    let slow = start("ing-slow", model::GoDuration::secs(3600)).await.unwrap();
+    ing.set_lifecycler(slow.clone());
+    let why = ing.check_ready().unwrap_err();
+    assert!(why.contains("waiting"), "{why}");
+    slow.shutdown().await;
+
+    let (ing, _) = new_ingester(Config::default());
+    let l = start("ing-1", model::GoDuration::secs(0)).await.unwrap();
+    ing.set_lifecycler(l.clone());
+    // Wait on the condition, not a fixed sleep: the lifecycler joins in the background.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ing.check_ready().is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {:?}",
+            ing.check_ready()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    l.shutdown().await;
+}
+
+#[test]
+fn flags_include_the_lifecycler_nested() {
+    let flags = Config::flags();
+    let tokens = flags.iter().find(|f| f.name == "ingester.num-tokens").unwrap();
+    assert_eq!(tokens.path, "lifecycler.num_tokens");
+    let args = vec![
+        "-ingester.num-tokens=64".to_string(),
+        "-ingester.max-series-per-metric=7".to_string(),
+    ];
+    let cfg: Config = server::config::load(&args, &flags).unwrap();
+    assert_eq!(cfg.lifecycler.num_tokens, 64);
+    assert_eq!(cfg.max_series_per_metric, 7);
+}
