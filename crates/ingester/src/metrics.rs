@@ -5,15 +5,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use server::metrics::ReasonUserLabels;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct UserLabel {
-    pub(crate) user: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct DiscardLabels {
-    pub(crate) reason: String,
     pub(crate) user: String,
 }
 
@@ -68,7 +63,8 @@ pub(crate) struct IngesterMetrics {
     pub(crate) queried_series: Histogram,
     pub(crate) queried_samples: Histogram,
     pub(crate) queried_chunks: Histogram,
-    pub(crate) discarded_samples: Family<DiscardLabels, Counter>,
+    /// Shared with the distributor when both run in one process.
+    pub(crate) discarded_samples: Family<ReasonUserLabels, Counter>,
 }
 
 impl IngesterMetrics {
@@ -87,7 +83,7 @@ impl IngesterMetrics {
             queried_series: Histogram::new(exponential_buckets(10.0, 8.0, 8)),
             queried_samples: Histogram::new(exponential_buckets(10.0, 8.0, 8)),
             queried_chunks: Histogram::new(exponential_buckets(10.0, 8.0, 7)),
-            discarded_samples: Family::default(),
+            discarded_samples: registry.discarded_samples(),
         };
         registry.register(
             "cortex_ingester_memory_series",
@@ -149,11 +145,6 @@ impl IngesterMetrics {
             "The total number of chunks returned from queries.",
             m.queried_chunks.clone(),
         );
-        registry.register(
-            "cortex_discarded_samples",
-            "The total number of samples that were discarded.",
-            m.discarded_samples.clone(),
-        );
         m
     }
 
@@ -162,7 +153,7 @@ impl IngesterMetrics {
             return;
         }
         self.discarded_samples
-            .get_or_create(&DiscardLabels {
+            .get_or_create(&ReasonUserLabels {
                 reason: reason.as_str().to_string(),
                 user: user.to_string(),
             })

@@ -120,7 +120,10 @@ async fn in_order_and_duplicate_samples_are_accepted() {
 
 #[tokio::test]
 async fn out_of_order_and_new_value_are_rejected_but_the_rest_is_applied() {
-    let (ing, metrics) = new_ingester(Config::default());
+    // The family is shared with the distributor when both run in one process.
+    let metrics = server::Metrics::new();
+    let distributor_side = metrics.discarded_samples();
+    let ing = Ingester::new(Config::default(), &metrics);
     let a = [("__name__", "a")];
     let b = [("__name__", "b")];
     ing.push(
@@ -169,6 +172,16 @@ async fn out_of_order_and_new_value_are_rejected_but_the_rest_is_applied() {
         text.contains("cortex_ingester_ingested_samples_failures_total 2"),
         "{text}"
     );
+    assert_eq!(
+        text.matches("# TYPE cortex_discarded_samples counter").count(),
+        1,
+        "{text}"
+    );
+    let reason = server::metrics::ReasonUserLabels {
+        reason: "sample-out-of-order".into(),
+        user: "t1".into(),
+    };
+    assert_eq!(distributor_side.get_or_create(&reason).get(), 1);
 
     let err = ing
         .push("t1", write(vec![series(&b, &[(6000, 7.0)])]))
@@ -817,12 +830,14 @@ async fn readiness_comes_from_the_ring_lifecycler() {
     };
     let kv = ring::kv::new_client(&kv_cfg, &metrics).await.unwrap();
     let start = |id: &str, min_ready: model::GoDuration| {
-        let mut cfg = ring::LifecyclerConfig::default();
-        cfg.id = id.into();
-        cfg.min_ready_duration = min_ready;
-        cfg.join_after = model::GoDuration::secs(0);
-        cfg.heartbeat_period = model::GoDuration::millis(50);
-        cfg.final_sleep = model::GoDuration::secs(0);
+        let cfg = ring::LifecyclerConfig {
+            id: id.into(),
+            min_ready_duration: min_ready,
+            join_after: model::GoDuration::secs(0),
+            heartbeat_period: model::GoDuration::millis(50),
+            final_sleep: model::GoDuration::secs(0),
+            ..Default::default()
+        };
         ring::Lifecycler::start(
             cfg,
             kv.clone(),
