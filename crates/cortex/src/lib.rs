@@ -1,0 +1,53 @@
+//! The Cortex binaries. `cortex` runs any set of roles in one process
+//! (`-target=all` by default, on embedded defaults); `distributor`,
+//! `ingester` and `querier` are the same program with the target fixed and
+//! Cortex's own defaults.
+//!
+//! - [`config`]: the one config tree and flag table.
+//! - [`modules`]: wiring roles, servers and the ring together.
+
+pub mod config;
+pub mod modules;
+
+use std::process::ExitCode;
+
+pub use config::Config;
+pub use modules::{start, Running};
+
+/// Parses the command line over `base`, starts, and runs until SIGTERM/SIGINT.
+pub fn main_with(base: Config) -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cfg = match config::load(base, &args) {
+        Ok(c) => c,
+        Err(server::config::ConfigError::Help(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error loading config: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    server::http::init_logging(&cfg.server);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        match modules::start(cfg, None).await {
+            Ok(mut running) => {
+                running.stop_on_signal();
+                running.wait().await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "failed to start");
+                eprintln!("error starting: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}

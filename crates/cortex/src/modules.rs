@@ -1,0 +1,166 @@
+//! Wires the chosen roles into one process: one HTTP and one gRPC server,
+//! one KV client, one ring view, one ingester client pool, one registry.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use ring::kv::KvClient;
+use ring::{Lifecycler, Ring, INGESTER_RING_KEY};
+use server::http::ReadyCheck;
+use server::tenant::AuthConfig;
+use server::{IngesterPool, Metrics};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] server::config::ConfigError),
+    #[error("{0}")]
+    Listen(#[from] std::io::Error),
+    #[error("ring KV store: {0}")]
+    Kv(#[from] ring::kv::KvError),
+    #[error("ring: {0}")]
+    Ring(#[from] ring::RingError),
+}
+
+/// A started process (or in-process instance, in tests).
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub metrics: Metrics,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Graceful stop: an ingester leaves the ring first, then servers drain.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Waits until the servers have stopped (after a signal or [`Running::stop`]).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// Stops on SIGTERM/SIGINT.
+    pub fn stop_on_signal(&mut self) {
+        if let Some(s) = self.stop.take() {
+            tokio::spawn(async move {
+                server::http::shutdown_signal().await;
+                tracing::info!("received shutdown signal");
+                let _ = s.send(());
+            });
+        }
+    }
+}
+
+/// Starts the roles `cfg.target` names. `kv` overrides the configured ring
+/// store (tests give each in-process cluster its own in-memory store).
+pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running, StartError> {
+    let roles = cfg.roles()?;
+    let metrics = Metrics::new();
+    let http_listener = server::http::bind(&cfg.server.http_addr()).await?;
+    let grpc_listener = server::http::bind(&cfg.server.grpc_addr()).await?;
+    let http_addr = http_listener.local_addr()?;
+    let grpc_addr = grpc_listener.local_addr()?;
+
+    let ring_cfg = cfg.ingester.lifecycler.ring.clone();
+    let kv = match kv {
+        Some(kv) => kv,
+        None => ring::kv::new_client(&ring_cfg.kvstore, &metrics).await?,
+    };
+    let pool = IngesterPool::new(Duration::from_secs(5));
+    let mut http = Router::new();
+    let mut grpc = tonic::service::RoutesBuilder::default();
+    let mut lifecycler: Option<Arc<Lifecycler>> = None;
+
+    if roles.contains(&"ingester") {
+        let ing = ingester::Ingester::new(cfg.ingester.clone(), &metrics);
+        grpc.add_service(ing.grpc_service());
+        http = http.merge(ing.http_routes());
+        let lc = Lifecycler::start(
+            cfg.ingester.lifecycler.clone(),
+            kv.clone(),
+            INGESTER_RING_KEY,
+            grpc_addr.to_string(),
+            &metrics,
+        )
+        .await?;
+        ing.set_lifecycler(lc.clone());
+        lifecycler = Some(lc);
+    }
+    let ring = Ring::start(ring_cfg, kv.clone(), INGESTER_RING_KEY, "ingester", &metrics).await?;
+    http = http.merge(ring.http_routes());
+    if roles.contains(&"distributor") {
+        let d = distributor::Distributor::new(
+            cfg.distributor.clone(),
+            cfg.limits.clone(),
+            ring.clone(),
+            pool.clone(),
+            &metrics,
+        );
+        http = http.merge(d.http_routes());
+    }
+    if roles.contains(&"querier") {
+        let q = querier::Querier::new(
+            cfg.querier.clone(),
+            ring.clone(),
+            pool.clone(),
+            cfg.distributor.shard_by_all_labels,
+            &metrics,
+        );
+        http = http.merge(q.http_routes());
+    }
+
+    let ready: ReadyCheck = match &lifecycler {
+        Some(lc) => {
+            let lc = lc.clone();
+            Arc::new(move || lc.check_ready())
+        }
+        None => Arc::new(|| Ok(())),
+    };
+    let http = server::http::router(
+        http,
+        &metrics,
+        AuthConfig {
+            enabled: cfg.auth_enabled,
+        },
+        server::config::to_yaml(&cfg),
+        ready,
+    );
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let grace = cfg.server.graceful_shutdown_timeout.0;
+    let leaving = lifecycler.clone();
+    let shutdown = async move {
+        let _ = stop_rx.await;
+        // Leave the ring while still serving, so in-flight requests finish and
+        // distributors stop choosing this ingester before it goes away.
+        if let Some(lc) = leaving {
+            lc.shutdown().await;
+        }
+    };
+    tracing::info!(roles = ?roles, http = %http_addr, grpc = %grpc_addr, "Cortex started");
+    let task = tokio::spawn(async move {
+        if let Err(e) = server::http::serve(http_listener, http, grpc_listener, grpc.routes(), shutdown, grace).await {
+            tracing::error!(error = %e, "server error");
+        }
+        drop(ring);
+        tracing::info!("Cortex stopped");
+    });
+    Ok(Running {
+        http_addr,
+        grpc_addr,
+        metrics,
+        stop: Some(stop_tx),
+        task,
+    })
+}

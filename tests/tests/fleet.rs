@@ -1,0 +1,318 @@
+//! The fleet for real: etcd + 3 `ingester`s + `distributor` + `querier` at
+//! replication factor 3, behind nginx, fed by a real Prometheus's
+//! remote_write and read back with promtool. Then `kill -9` of one ingester:
+//! pushes must still succeed and range queries return every series and point.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use e2e::*;
+use prost::Message;
+use proto::cortex as pb;
+
+struct Ports {
+    http: u16,
+    grpc: u16,
+}
+
+fn role_args(etcd: &str, p: &Ports) -> Vec<String> {
+    vec![
+        "-ring.store=etcd".into(),
+        format!("-etcd.endpoints={etcd}"),
+        "-distributor.replication-factor=3".into(),
+        "-server.http-listen-address=127.0.0.1".into(),
+        format!("-server.http-listen-port={}", p.http),
+        "-server.grpc-listen-address=127.0.0.1".into(),
+        format!("-server.grpc-listen-port={}", p.grpc),
+        "-log.level=info".into(),
+    ]
+}
+
+fn ports() -> Ports {
+    Ports {
+        http: free_port(),
+        grpc: free_port(),
+    }
+}
+
+fn write_request(series: usize, from_ms: i64, samples: usize) -> Vec<u8> {
+    let ts = (0..series)
+        .map(|i| pb::TimeSeries {
+            labels: vec![
+                pb::LabelPair {
+                    name: "__name__".into(),
+                    value: "fleet_test_metric".into(),
+                },
+                pb::LabelPair {
+                    name: "series".into(),
+                    value: format!("{i:03}").into_bytes().into(),
+                },
+            ],
+            samples: (0..samples)
+                .map(|j| pb::Sample {
+                    value: (i * 10_000 + j) as f64,
+                    timestamp_ms: from_ms + j as i64 * 1000,
+                })
+                .collect(),
+        })
+        .collect();
+    snappy(
+        &pb::WriteRequest {
+            timeseries: ts,
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    )
+}
+
+async fn push(c: &HttpClient, base: &str, tenant: &str, body: Vec<u8>) -> (u16, String) {
+    let (s, _, b) = http(
+        c,
+        "POST",
+        &format!("{base}/api/prom/push"),
+        &[
+            ("X-Scope-OrgID", tenant),
+            ("Content-Encoding", "snappy"),
+            ("Content-Type", "application/x-protobuf"),
+        ],
+        body,
+    )
+    .await
+    .unwrap();
+    (s, String::from_utf8_lossy(&b).into_owned())
+}
+
+async fn query_json(c: &HttpClient, url: &str, tenant: &str) -> serde_json::Value {
+    let (s, _, b) = http(c, "GET", url, &[("X-Scope-OrgID", tenant)], vec![]).await.unwrap();
+    assert_eq!(s, 200, "{url}: {}", String::from_utf8_lossy(&b));
+    serde_json::from_slice(&b).unwrap()
+}
+
+fn start_nginx(dir: &Path, listen: &str, distributor: &str, query: &str) -> Proc {
+    let nginx = require_binary("nginx");
+    let template = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../nginx/nginx.conf")).unwrap();
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(&prefix).unwrap();
+    let conf = template
+        .replace("${NGINX_PREFIX_DIR}", prefix.to_str().unwrap())
+        .replace("${DISTRIBUTOR_ADDR}", distributor)
+        .replace("${QUERY_ADDR}", query)
+        .replace("${LISTEN_ADDR}", listen);
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let args = vec![
+        "-c".to_string(),
+        path.display().to_string(),
+        "-p".into(),
+        prefix.display().to_string(),
+        "-e".into(),
+        prefix.join("error.log").display().to_string(),
+    ];
+    let t = Command::new(&nginx).args(["-t", "-q"]).args(&args).output().unwrap();
+    assert!(t.status.success(), "nginx -t: {}", String::from_utf8_lossy(&t.stderr));
+    Proc::start("nginx", &nginx, &args, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_on_etcd_survives_kill_9_of_an_ingester() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = http_client();
+
+    // etcd
+    let etcd_bin = require_binary("etcd");
+    let (etcd_client, etcd_peer) = (free_port(), free_port());
+    let etcd_addr = format!("127.0.0.1:{etcd_client}");
+    let _etcd = Proc::start(
+        "etcd",
+        &etcd_bin,
+        &[
+            "--name=e2e".into(),
+            format!("--data-dir={}", dir.path().join("etcd").display()),
+            format!("--listen-client-urls=http://{etcd_addr}"),
+            format!("--advertise-client-urls=http://{etcd_addr}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+            format!("--initial-cluster=e2e=http://127.0.0.1:{etcd_peer}"),
+        ],
+        dir.path(),
+    );
+    wait_ready(&client, &format!("http://{etcd_addr}/health"), Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // 3 ingesters
+    let mut ingesters = Vec::new();
+    for i in 0..3 {
+        let p = ports();
+        let mut args = role_args(&etcd_addr, &p);
+        args.extend([
+            format!("-ingester.lifecycler.ID=ingester-{i}"),
+            "-ingester.join-after=0s".into(),
+            "-ingester.min-ready-duration=0s".into(),
+            "-ingester.final-sleep=0s".into(),
+            "-ingester.heartbeat-period=1s".into(),
+        ]);
+        let proc = Proc::start(&format!("ingester-{i}"), &our_binary("ingester"), &args, dir.path());
+        ingesters.push((proc, p));
+    }
+    for (proc, p) in &ingesters {
+        wait_ready(
+            &client,
+            &format!("http://127.0.0.1:{}/ready", p.http),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", proc.name, proc.log_tail()));
+    }
+    let dp = ports();
+    let distributor = Proc::start(
+        "distributor",
+        &our_binary("distributor"),
+        &role_args(&etcd_addr, &dp),
+        dir.path(),
+    );
+    let qp = ports();
+    let querier = Proc::start(
+        "querier",
+        &our_binary("querier"),
+        &role_args(&etcd_addr, &qp),
+        dir.path(),
+    );
+    let d_url = format!("http://127.0.0.1:{}", dp.http);
+    let q_url = format!("http://127.0.0.1:{}", qp.http);
+    for (name, url, proc) in [("distributor", &d_url, &distributor), ("querier", &q_url, &querier)] {
+        wait_ready(&client, &format!("{url}/ready"), Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{}", proc.log_tail()));
+    }
+    // The distributor sees all three ingesters ACTIVE.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, b) = http(
+            &client,
+            "GET",
+            &format!("{d_url}/ring"),
+            &[("Accept", "application/json")],
+            vec![],
+        )
+        .await
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+        let active = v["shards"]
+            .as_array()
+            .map_or(0, |s| s.iter().filter(|i| i["state"] == "ACTIVE").count());
+        if active == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ring never showed 3 ACTIVE ingesters: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // nginx in front, as deployed: push → distributor, the rest → querier, tenant "0" by default.
+    let nginx_port = free_port();
+    let _nginx = start_nginx(
+        dir.path(),
+        &format!("127.0.0.1:{nginx_port}"),
+        &format!("127.0.0.1:{}", dp.http),
+        &format!("127.0.0.1:{}", qp.http),
+    );
+    let nginx_url = format!("http://127.0.0.1:{nginx_port}");
+
+    // A real Prometheus scraping itself every second and remote-writing through nginx.
+    let prometheus = require_binary("prometheus");
+    let prom_port = free_port();
+    std::fs::write(
+        dir.path().join("prom.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{prom_port}']\nremote_write:\n  - url: {nginx_url}/api/prom/push\n    queue_config:\n      batch_send_deadline: 1s\n"
+        ),
+    )
+    .unwrap();
+    let mut prom = Proc::start(
+        "prometheus",
+        &prometheus,
+        &[
+            format!("--config.file={}", dir.path().join("prom.yml").display()),
+            format!("--storage.tsdb.path={}", dir.path().join("prom").display()),
+            format!("--web.listen-address=127.0.0.1:{prom_port}"),
+        ],
+        dir.path(),
+    );
+
+    // promtool reads `up` back through nginx.
+    let promtool = require_binary("promtool");
+    let want = format!("up{{instance=\"127.0.0.1:{prom_port}\", job=\"prometheus\"}} => 1");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        let o = Command::new(&promtool)
+            .args(["query", "instant", &format!("{nginx_url}/api/prom"), "up"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        if o.status.success() && text.contains(&want) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "promtool never saw {want}; last output: {text} {}\nprometheus log:\n{}\ndistributor log:\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            prom.log_tail(),
+            distributor.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!("promtool query instant {nginx_url}/api/prom up:\n{}", out.trim());
+    prom.terminate(Duration::from_secs(10));
+
+    // Our own tenant, known data: 50 series × 60 points, half before the crash, half after.
+    let t0 = model::now_ms() - 10 * 60_000;
+    let (s, b) = push(&client, &d_url, "fleet", write_request(50, t0, 30)).await;
+    assert_eq!(s, 200, "{b}");
+
+    // Tenants see only their own data: tenant "0" (Prometheus via nginx) has no fleet_test_metric,
+    // tenant "fleet" has no `up`.
+    let q = |tenant: &'static str, expr: &'static str| {
+        let client = client.clone();
+        let url = format!(
+            "{q_url}/api/prom/api/v1/query?query={expr}&time={}",
+            model::now_ms() as f64 / 1000.0
+        );
+        async move {
+            query_json(&client, &url, tenant).await["data"]["result"]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(q("0", "fleet_test_metric").await, 0);
+    assert_eq!(q("fleet", "up").await, 0);
+    assert!(q("0", "up").await >= 1);
+
+    // kill -9 one ingester: it stays in the ring (heartbeat not yet stale), unreachable.
+    let (mut victim, _) = ingesters.remove(1);
+    victim.kill9();
+    for k in 0..10 {
+        let (s, b) = push(&client, &d_url, "fleet", write_request(50, t0 + 30_000 + k * 3_000, 3)).await;
+        assert_eq!(s, 200, "push {k} after kill -9: {b}");
+    }
+    let url = format!(
+        "{q_url}/api/prom/api/v1/query_range?query=fleet_test_metric&start={}&end={}&step=1",
+        t0 as f64 / 1000.0,
+        (t0 + 59_000) as f64 / 1000.0
+    );
+    let v = query_json(&client, &url, "fleet").await;
+    let result = v["data"]["result"].as_array().unwrap();
+    assert_eq!(result.len(), 50, "every series after kill -9");
+    for r in result {
+        let values = r["values"].as_array().unwrap();
+        assert_eq!(values.len(), 60, "every point of {}", r["metric"]);
+        let series: usize = r["metric"]["series"].as_str().unwrap().parse().unwrap();
+        for (j, p) in values.iter().enumerate() {
+            // Before the crash: value j at t0+j s; after: 10 pushes of 3 samples, values 0..3.
+            let want = series * 10_000 + if j < 30 { j } else { (j - 30) % 3 };
+            assert_eq!(p[1].as_str().unwrap(), want.to_string(), "point {j} of series {series}");
+        }
+    }
+    println!("fleet: 50 series × 60 points intact after kill -9 of ingester-1");
+}
