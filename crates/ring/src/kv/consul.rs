@@ -394,7 +394,196 @@ impl RateLimiter {
 
 #[cfg(test)]
 mod tests {
+    use super::super::consul_double::ConsulDouble;
+    use super::super::CasResult;
     use super::*;
+    use futures::StreamExt;
+
+    fn client_for(double: &ConsulDouble) -> ConsulClient {
+        ConsulClient::new(ConsulConfig {
+            host: double.addr.to_string(),
+            watch_rate_limit: 0.0,
+            ..ConsulConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn set(v: &'static [u8]) -> impl FnMut(Option<Bytes>) -> CasResult + Send {
+        move |_| Ok(Some(v.to_vec()))
+    }
+
+    fn increment(old: Option<Bytes>) -> CasResult {
+        let n: u64 = old.map_or(0, |b| std::str::from_utf8(&b).unwrap().parse().unwrap());
+        Ok(Some((n + 1).to_string().into_bytes()))
+    }
+
+    async fn next(w: &mut WatchStream) -> Option<Bytes> {
+        tokio::time::timeout(Duration::from_secs(5), w.next())
+            .await
+            .expect("watch delivered nothing within 5s")
+            .expect("watch stream ended")
+    }
+
+    #[tokio::test]
+    async fn get_cas_list_delete_against_the_double() {
+        let double = ConsulDouble::start().await;
+        let kv = client_for(&double);
+        assert_eq!(kv.get("collectors/ring").await.unwrap(), None);
+        kv.cas("collectors/ring", &mut set(b"\x00\xff\x10binary"))
+            .await
+            .unwrap();
+        kv.cas("collectors/distributor", &mut set(b"d")).await.unwrap();
+        kv.cas("other/x", &mut set(b"o")).await.unwrap();
+        assert_eq!(
+            kv.get("collectors/ring").await.unwrap().as_deref(),
+            Some(&b"\x00\xff\x10binary"[..])
+        );
+        assert_eq!(
+            kv.list("collectors/").await.unwrap(),
+            vec!["collectors/distributor", "collectors/ring"]
+        );
+        assert!(kv.list("nothing/").await.unwrap().is_empty());
+        let before = double.index();
+        kv.cas("other/x", &mut |old: Option<Bytes>| {
+            assert_eq!(old.as_deref(), Some(&b"o"[..]));
+            Ok(None)
+        })
+        .await
+        .unwrap();
+        assert_eq!(double.index(), before, "a no-change CAS must not write");
+        kv.delete("collectors/distributor").await.unwrap();
+        kv.delete("never-existed").await.unwrap();
+        assert_eq!(kv.list("collectors/").await.unwrap(), vec!["collectors/ring"]);
+    }
+
+    #[tokio::test]
+    async fn conditional_writes_follow_modify_index() {
+        let double = ConsulDouble::start().await;
+        let kv = client_for(&double);
+        // cas=0 means "only if absent".
+        assert!(kv.put_if_version("k", b"a".to_vec(), 0).await.unwrap());
+        assert!(!kv.put_if_version("k", b"b".to_vec(), 0).await.unwrap());
+        let v = kv.get_versioned("k").await.unwrap();
+        assert_eq!(v.value.as_deref(), Some(&b"a"[..]));
+        assert!(!kv.put_if_version("k", b"c".to_vec(), v.version + 7).await.unwrap());
+        assert!(kv.put_if_version("k", b"d".to_vec(), v.version).await.unwrap());
+        assert!(
+            !kv.put_if_version("k", b"e".to_vec(), v.version).await.unwrap(),
+            "stale index"
+        );
+        assert_eq!(kv.get("k").await.unwrap().as_deref(), Some(&b"d"[..]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_cas_from_several_clients_loses_no_update() {
+        let double = ConsulDouble::start().await;
+        let start_index = double.index();
+        let mut tasks = vec![];
+        for _ in 0..4 {
+            let kv = client_for(&double);
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..25 {
+                    kv.cas("counter", &mut increment).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let v = client_for(&double).get("counter").await.unwrap().unwrap();
+        assert_eq!(std::str::from_utf8(&v).unwrap(), "100");
+        assert_eq!(
+            double.index(),
+            start_index + 100,
+            "exactly one write per successful CAS"
+        );
+    }
+
+    #[tokio::test]
+    async fn acl_token_is_sent() {
+        let double = ConsulDouble::start_with_token(Some("s3cret")).await;
+        let anonymous = client_for(&double);
+        let err = anonymous.get("k").await.unwrap_err();
+        assert!(err.to_string().contains("403"), "{err}");
+        let kv = ConsulClient::new(ConsulConfig {
+            host: format!("http://{}", double.addr),
+            acl_token: "s3cret".into(),
+            ..ConsulConfig::default()
+        })
+        .unwrap();
+        kv.cas("k", &mut set(b"v")).await.unwrap();
+        assert_eq!(kv.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    #[tokio::test]
+    async fn watch_wakes_up_on_writes_and_deletes() {
+        let double = ConsulDouble::start().await;
+        let kv = client_for(&double);
+        let mut w = kv.watch_key("collectors/ring");
+        assert_eq!(next(&mut w).await, None, "absent key first");
+        let writer = client_for(&double);
+        writer.cas("collectors/ring", &mut set(b"v1")).await.unwrap();
+        // The blocking query (10s wait) must wake up on the write, not time out.
+        let started = Instant::now();
+        assert_eq!(next(&mut w).await.as_deref(), Some(&b"v1"[..]));
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        // Writes to other keys do not produce values for this one.
+        writer.cas("collectors/other", &mut set(b"x")).await.unwrap();
+        writer.cas("collectors/ring", &mut set(b"v2")).await.unwrap();
+        assert_eq!(next(&mut w).await.as_deref(), Some(&b"v2"[..]));
+        writer.delete("collectors/ring").await.unwrap();
+        assert_eq!(next(&mut w).await, None);
+    }
+
+    #[tokio::test]
+    async fn watch_recovers_when_the_index_goes_backwards() {
+        let double = ConsulDouble::start().await;
+        let kv = client_for(&double).with_watch_wait(Duration::from_millis(200));
+        let writer = client_for(&double);
+        for _ in 0..5 {
+            writer.cas("k", &mut increment).await.unwrap();
+        }
+        let mut w = kv.watch_key("k");
+        assert_eq!(next(&mut w).await.as_deref(), Some(&b"5"[..]));
+        // Consul restarted without its data: the index is back at 1 and the key is gone.
+        double.wipe();
+        assert_eq!(next(&mut w).await, None);
+        writer.cas("k", &mut set(b"again")).await.unwrap();
+        assert_eq!(next(&mut w).await.as_deref(), Some(&b"again"[..]));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_watch_stops_polling() {
+        let double = ConsulDouble::start().await;
+        let kv = client_for(&double).with_watch_wait(Duration::from_millis(50));
+        let mut w = kv.watch_key("k");
+        assert_eq!(next(&mut w).await, None);
+        drop(w);
+        // Let the watch task notice; then no more requests arrive.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let after_drop = double.requests();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(double.requests(), after_drop);
+    }
+
+    #[tokio::test]
+    async fn watch_is_rate_limited() {
+        let double = ConsulDouble::start().await;
+        let kv = ConsulClient::new(ConsulConfig {
+            host: double.addr.to_string(),
+            watch_rate_limit: 5.0,
+            watch_burst_size: 1,
+            ..ConsulConfig::default()
+        })
+        .unwrap()
+        .with_watch_wait(Duration::from_millis(10));
+        let w = kv.watch_key("k");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        drop(w);
+        // ~5 queries per second (+ the burst), not one every 10ms.
+        let n = double.requests();
+        assert!((3..=8).contains(&n), "{n} requests in 1s");
+    }
 
     #[test]
     fn keys_are_escaped_but_slashes_kept() {

@@ -9,6 +9,8 @@
 //! `cortex_kv_request_duration_seconds` for each request.
 
 pub mod consul;
+#[cfg(test)]
+pub(crate) mod consul_double;
 pub mod etcd;
 pub mod inmemory;
 
@@ -379,4 +381,134 @@ pub(crate) fn watch_receiver_stream(rx: tokio::sync::watch::Receiver<Option<Byte
         Some((v, rx))
     })
     .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A store where somebody else always wins the race.
+    struct AlwaysConflicting {
+        reads: AtomicUsize,
+        writes: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl VersionedStore for AlwaysConflicting {
+        async fn get_versioned(&self, _key: &str) -> Result<Versioned, KvError> {
+            let n = self.reads.fetch_add(1, Ordering::SeqCst);
+            Ok(Versioned {
+                value: Some(Bytes::from(n.to_string())),
+                version: n as u64 + 1,
+            })
+        }
+        async fn put_if_version(&self, _key: &str, _value: Vec<u8>, _version: u64) -> Result<bool, KvError> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            Ok(false)
+        }
+    }
+
+    #[tokio::test]
+    async fn cas_loop_gives_up_after_the_retry_limit() {
+        let store = AlwaysConflicting {
+            reads: AtomicUsize::new(0),
+            writes: AtomicUsize::new(0),
+        };
+        let mut calls = 0;
+        let err = cas_loop(&store, "collectors/ring", DEFAULT_CAS_RETRIES, &mut |_| {
+            calls += 1;
+            Ok(Some(b"x".to_vec()))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(calls, 10);
+        assert_eq!(store.writes.load(Ordering::SeqCst), 10);
+        assert_eq!(
+            err.to_string(),
+            "failed to CAS collectors/ring: the value changed concurrently"
+        );
+    }
+
+    #[tokio::test]
+    async fn prefixed_and_instrumented_clients() {
+        let metrics = server::Metrics::new();
+        let backend = InMemoryKv::new();
+        let kv = InstrumentedClient::new(
+            Arc::new(PrefixedClient::new(backend.clone(), "collectors/")),
+            "test",
+            &metrics,
+        );
+        kv.cas("ring", &mut |_| Ok(Some(b"v".to_vec()))).await.unwrap();
+        assert_eq!(
+            backend.get("collectors/ring").await.unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        assert_eq!(kv.get("ring").await.unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(kv.list("").await.unwrap(), vec!["ring"]);
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"cortex_kv_request_duration_seconds_count{kv_name="test",operation="CAS",status_code="200"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"operation="GET",status_code="200"} 1"#), "{text}");
+    }
+
+    #[tokio::test]
+    async fn new_client_picks_the_store() {
+        let metrics = server::Metrics::new();
+        let cfg = KvConfig {
+            store: "zookeeper".into(),
+            ..KvConfig::default()
+        };
+        let err = new_client(&cfg, &metrics).await.err().unwrap();
+        assert!(err.to_string().contains("unsupported KV store \"zookeeper\""), "{err}");
+        let cfg = KvConfig {
+            store: "inmemory".into(),
+            prefix: "new-client-test/".into(),
+            ..KvConfig::default()
+        };
+        let a = new_client(&cfg, &metrics).await.unwrap();
+        let b = new_client(&cfg, &metrics).await.unwrap();
+        a.cas("k", &mut |_| Ok(Some(b"shared".to_vec()))).await.unwrap();
+        assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"shared"[..]));
+        assert_eq!(
+            InMemoryKv::shared("default")
+                .get("new-client-test/k")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&b"shared"[..])
+        );
+    }
+
+    #[test]
+    fn flags_set_the_kv_config() {
+        let args: Vec<String> = [
+            "-ring.store=etcd",
+            "-ring.prefix=rings/",
+            "-consul.hostname=consul:8500",
+            "-consul.client-timeout=5s",
+            "-consul.watch-rate-limit=2.5",
+            "-etcd.endpoints=a:2379,b:2379",
+            "-etcd.max-retries=3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let cfg: KvConfig = server::config::load(&args, KvConfig::FLAGS).unwrap();
+        assert_eq!(cfg.store, "etcd");
+        assert_eq!(cfg.prefix, "rings/");
+        assert_eq!(cfg.consul.host, "consul:8500");
+        assert_eq!(cfg.consul.http_client_timeout, model::GoDuration::secs(5));
+        assert_eq!(cfg.consul.watch_rate_limit, 2.5);
+        assert_eq!(cfg.etcd.endpoints, vec!["a:2379", "b:2379"]);
+        assert_eq!(cfg.etcd.max_retries, 3);
+        let defaults = KvConfig::default();
+        assert_eq!(defaults.store, "consul");
+        assert_eq!(defaults.prefix, "collectors/");
+        assert_eq!(defaults.etcd.dial_timeout, model::GoDuration::secs(10));
+    }
 }
