@@ -355,8 +355,10 @@ async fn follow(ring: Weak<RingInner>, mut updates: crate::kv::WatchStream) {
                         continue;
                     }
                 };
-                inner.snapshot.send_replace(Arc::new(Snapshot::new(desc)));
-                inner.update_metrics();
+                // Metrics first, so whoever sees the new ring also sees its metrics.
+                let snapshot = Arc::new(Snapshot::new(desc));
+                inner.update_metrics_from(&snapshot);
+                inner.snapshot.send_replace(snapshot);
             }
             _ = refresh.tick() => {
                 let Some(inner) = ring.upgrade() else { return };
@@ -440,14 +442,17 @@ impl RingMetrics {
 
 impl RingInner {
     fn update_metrics(&self) {
-        let Some(m) = &self.metrics else { return };
         let snap = self.snapshot.borrow().clone();
+        self.update_metrics_from(&snap);
+    }
+
+    fn update_metrics_from(&self, snap: &Snapshot) {
+        let Some(m) = &self.metrics else { return };
         let now = now_secs();
         let timeout = self.cfg.heartbeat_timeout.0;
         let mut counts: HashMap<&'static str, i64> = MEMBER_STATES.iter().map(|s| (*s, 0)).collect();
         let mut oldest: HashMap<&'static str, i64> = HashMap::new();
-        for (id, d) in &snap.desc.ingesters {
-            let _ = id;
+        for d in snap.desc.ingesters.values() {
             let state = if heartbeat_fresh(d, timeout, now) {
                 state_name(state_of(d))
             } else {
@@ -498,4 +503,289 @@ impl RingInner {
 /// Cortex's spelling of a state (`ACTIVE`, …).
 pub(crate) fn state_name(state: InstanceState) -> &'static str {
     state.as_str_name()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::InMemoryKv;
+    use crate::{cas_desc, InstanceDesc};
+    use InstanceState::*;
+
+    /// (id, state, tokens, heartbeat is fresh)
+    type Member<'a> = (&'a str, InstanceState, &'a [u32], bool);
+
+    fn desc(members: &[Member]) -> Desc {
+        let now = now_secs();
+        let mut d = Desc::default();
+        for (id, state, tokens, fresh) in members {
+            d.ingesters.insert(
+                id.to_string(),
+                InstanceDesc {
+                    addr: format!("{id}:9095"),
+                    timestamp: if *fresh { now } else { now - 120 },
+                    state: *state as i32,
+                    tokens: tokens.to_vec(),
+                    zone: String::new(),
+                    registered_timestamp: now - 1000,
+                },
+            );
+        }
+        d
+    }
+
+    fn ring(rf: usize, members: &[Member]) -> Ring {
+        Ring::from_desc(
+            RingConfig {
+                replication_factor: rf,
+                ..RingConfig::default()
+            },
+            desc(members),
+        )
+    }
+
+    fn ids(set: &ReplicationSet) -> Vec<&str> {
+        set.instances.iter().map(|i| &*i.id).collect()
+    }
+
+    /// Four instances at 100/200/300/400; a key of 50 walks a, b, c, d.
+    fn four(states: [InstanceState; 4], fresh: [bool; 4]) -> Vec<Member<'static>> {
+        vec![
+            ("a", states[0], &[100], fresh[0]),
+            ("b", states[1], &[200], fresh[1]),
+            ("c", states[2], &[300], fresh[2]),
+            ("d", states[3], &[400], fresh[3]),
+        ]
+    }
+    const ALL_FRESH: [bool; 4] = [true; 4];
+
+    #[test]
+    fn a_hash_maps_to_the_first_token_at_or_after_it_wrapping_around() {
+        let r = ring(1, &[("a", Active, &[100, 1000], true), ("b", Active, &[200], true), ("c", Active, &[300], true)]);
+        for (hash, owner) in [
+            (0, "a"),
+            (50, "a"),
+            (100, "a"),
+            (101, "b"),
+            (200, "b"),
+            (250, "c"),
+            (300, "c"),
+            (301, "a"),
+            (1000, "a"),
+            (1001, "a"),
+            (u32::MAX, "a"),
+        ] {
+            let set = r.get(hash, Operation::Write).unwrap();
+            assert_eq!(ids(&set), vec![owner], "hash {hash}");
+            assert_eq!(set.max_errors, 0);
+        }
+        // Replicas are the next distinct instances clockwise, wrapping.
+        let r3 = ring(3, &[("a", Active, &[100, 150], true), ("b", Active, &[200], true), ("c", Active, &[300], true)]);
+        assert_eq!(ids(&r3.get(250, Operation::Write).unwrap()), vec!["c", "a", "b"]);
+        assert_eq!(ids(&r3.get(120, Operation::Write).unwrap()), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn empty_ring() {
+        let r = ring(3, &[]);
+        assert!(matches!(r.get(1, Operation::Write), Err(RingError::Empty)));
+        assert!(matches!(r.replication_set_for_operation(Operation::Read), Err(RingError::Empty)));
+        // Members without tokens (all PENDING) do not make a usable ring either.
+        let r = ring(3, &[("a", Pending, &[], true)]);
+        assert_eq!(r.get(1, Operation::Write).unwrap_err().to_string(), "empty ring");
+    }
+
+    #[test]
+    fn rf3_all_healthy() {
+        let r = ring(3, &four([Active; 4], ALL_FRESH));
+        let set = r.get(50, Operation::Write).unwrap();
+        assert_eq!(ids(&set), vec!["a", "b", "c"]);
+        assert_eq!((set.max_errors, set.min_success()), (1, 2));
+        let set = r.get(50, Operation::Read).unwrap();
+        assert_eq!(ids(&set), vec!["a", "b", "c"]);
+        assert_eq!(set.max_errors, 1);
+    }
+
+    #[test]
+    fn rf3_one_unhealthy() {
+        let r = ring(3, &four([Active; 4], [true, false, true, true]));
+        for op in [Operation::Write, Operation::Read] {
+            let set = r.get(50, op).unwrap();
+            assert_eq!(ids(&set), vec!["a", "c"], "{op:?}");
+            assert_eq!(set.max_errors, 0, "{op:?}");
+        }
+    }
+
+    #[test]
+    fn rf3_one_leaving() {
+        let r = ring(3, &four([Active, Leaving, Active, Active], ALL_FRESH));
+        // Write extends past the LEAVING instance: 4 collected, quorum 3 of the 3 healthy.
+        let set = r.get(50, Operation::Write).unwrap();
+        assert_eq!(ids(&set), vec!["a", "c", "d"]);
+        assert_eq!(set.max_errors, 0);
+        // WriteNoExtend does not: 3 collected, 2 healthy, quorum 2.
+        let set = r.get(50, Operation::WriteNoExtend).unwrap();
+        assert_eq!(ids(&set), vec!["a", "c"]);
+        assert_eq!(set.max_errors, 0);
+        // LEAVING still serves reads.
+        let set = r.get(50, Operation::Read).unwrap();
+        assert_eq!(ids(&set), vec!["a", "b", "c"]);
+        assert_eq!(set.max_errors, 1);
+    }
+
+    #[test]
+    fn rf3_one_pending() {
+        let r = ring(3, &four([Active, Pending, Active, Active], ALL_FRESH));
+        let set = r.get(50, Operation::Write).unwrap();
+        assert_eq!(ids(&set), vec!["a", "c", "d"]);
+        assert_eq!(set.max_errors, 0);
+        // Reads extend on PENDING and PENDING is readable: 4 collected, 4 healthy, quorum 3.
+        let set = r.get(50, Operation::Read).unwrap();
+        assert_eq!(ids(&set), vec!["a", "b", "c", "d"]);
+        assert_eq!(set.max_errors, 1);
+        // JOINING extends reads too but cannot serve them.
+        let r = ring(3, &four([Active, Joining, Active, Active], ALL_FRESH));
+        let set = r.get(50, Operation::Read).unwrap();
+        assert_eq!(ids(&set), vec!["a", "c", "d"]);
+        assert_eq!(set.max_errors, 0);
+    }
+
+    #[test]
+    fn rf3_too_few() {
+        let r = ring(3, &four([Active; 4], [true, false, false, true]));
+        let err = r.get(50, Operation::Write).unwrap_err();
+        assert_eq!(err.to_string(), "at least 2 live replicas required, could only find 1");
+        // A ring smaller than RF still needs a quorum of RF.
+        let r = ring(3, &[("a", Active, &[100], true)]);
+        let err = r.get(50, Operation::Write).unwrap_err();
+        assert!(matches!(err, RingError::TooFewReplicas { required: 2, found: 1 }), "{err}");
+    }
+
+    #[test]
+    fn rf1_cases() {
+        let r = ring(1, &four([Active; 4], ALL_FRESH));
+        let set = r.get(150, Operation::Write).unwrap();
+        assert_eq!((ids(&set), set.max_errors), (vec!["b"], 0));
+
+        let r = ring(1, &four([Active; 4], [true, false, true, true]));
+        assert_eq!(
+            r.get(150, Operation::Write).unwrap_err().to_string(),
+            "at least 1 live replicas required, could only find 0"
+        );
+
+        // LEAVING owner: the set grows to 2, so the quorum becomes 2 of which only 1 is healthy.
+        let r = ring(1, &four([Active, Leaving, Active, Active], ALL_FRESH));
+        assert_eq!(
+            r.get(150, Operation::Write).unwrap_err().to_string(),
+            "at least 2 live replicas required, could only find 1"
+        );
+        let set = r.get(150, Operation::Read).unwrap();
+        assert_eq!((ids(&set), set.max_errors), (vec!["b"], 0));
+
+        // PENDING owner: writes fail the same way; reads ask both and need both.
+        let r = ring(1, &four([Active, Pending, Active, Active], ALL_FRESH));
+        assert!(matches!(
+            r.get(150, Operation::Write),
+            Err(RingError::TooFewReplicas { required: 2, found: 1 })
+        ));
+        let set = r.get(150, Operation::Read).unwrap();
+        assert_eq!((ids(&set), set.max_errors), (vec!["b", "c"], 0));
+    }
+
+    #[test]
+    fn replication_set_for_whole_ring_operations() {
+        let r = ring(3, &four([Active; 4], ALL_FRESH));
+        let set = r.replication_set_for_operation(Operation::Read).unwrap();
+        assert_eq!(ids(&set), vec!["a", "b", "c", "d"]);
+        // max(N, RF) − RF/2 = 4 − 1 = 3 needed.
+        assert_eq!(set.max_errors, 1);
+
+        let r = ring(3, &four([Active; 4], [true, false, true, true]));
+        let set = r.replication_set_for_operation(Operation::Read).unwrap();
+        assert_eq!((ids(&set), set.max_errors), (vec!["a", "c", "d"], 0));
+
+        let r = ring(3, &four([Active; 4], [true, false, false, true]));
+        assert_eq!(
+            r.replication_set_for_operation(Operation::Read).unwrap_err().to_string(),
+            "too many unhealthy instances in the ring"
+        );
+
+        // JOINING is not readable; LEAVING and PENDING are.
+        let r = ring(3, &four([Leaving, Pending, Joining, Active], ALL_FRESH));
+        let set = r.replication_set_for_operation(Operation::Read).unwrap();
+        assert_eq!((ids(&set), set.max_errors), (vec!["a", "b", "d"], 0));
+
+        // RF=1 tolerates no unhealthy instance at all.
+        let r = ring(1, &four([Active; 4], [true, true, true, false]));
+        assert!(matches!(
+            r.replication_set_for_operation(Operation::Read),
+            Err(RingError::TooManyUnhealthy)
+        ));
+        let r = ring(1, &[("a", Active, &[1], true)]);
+        let set = r.replication_set_for_operation(Operation::Read).unwrap();
+        assert_eq!((ids(&set), set.max_errors), (vec!["a"], 0));
+    }
+
+    #[test]
+    fn heartbeat_timeout_zero_disables_the_check() {
+        let r = Ring::from_desc(
+            RingConfig {
+                replication_factor: 1,
+                heartbeat_timeout: GoDuration::secs(0),
+                ..RingConfig::default()
+            },
+            desc(&[("a", Active, &[1], false)]),
+        );
+        assert_eq!(ids(&r.get(1, Operation::Write).unwrap()), vec!["a"]);
+    }
+
+    #[test]
+    fn ownership_of_the_hash_space() {
+        let snap = Snapshot::new(desc(&[("a", Active, &[0x4000_0000], true), ("b", Active, &[0x8000_0000], true)]));
+        // a owns (0x8000_0000, 2^32) and [0, 0x4000_0000]: three quarters.
+        assert_eq!(snap.ownership(), vec![0.75, 0.25]);
+        let snap = Snapshot::new(desc(&[("a", Active, &[7], true)]));
+        assert_eq!(snap.ownership(), vec![1.0]);
+    }
+
+    #[tokio::test]
+    async fn ring_follows_the_kv_store_and_exports_metrics() {
+        let kv = InMemoryKv::new();
+        let metrics = server::Metrics::new();
+        let cfg = RingConfig {
+            replication_factor: 1,
+            ..RingConfig::default()
+        };
+        let r = Ring::start(cfg, kv.clone(), "ring", "ingester", &metrics).await.unwrap();
+        assert!(matches!(r.get(1, Operation::Write), Err(RingError::Empty)));
+        let d = desc(&[("a", Active, &[10, 20], true), ("b", Leaving, &[30], false)]);
+        cas_desc(kv.as_ref(), "ring", |_| Ok(Some(d.clone()))).await.unwrap();
+        assert!(r.wait_until(Duration::from_secs(5), |d| d.ingesters.len() == 2).await);
+        assert_eq!(ids(&r.get(15, Operation::Write).unwrap()), vec!["a"]);
+        assert_eq!(r.instances_count(), 2);
+        let text = metrics.encode();
+        for line in [
+            r#"cortex_ring_members{name="ingester",state="ACTIVE"} 1"#,
+            r#"cortex_ring_members{name="ingester",state="Unhealthy"} 1"#,
+            r#"cortex_ring_members{name="ingester",state="LEAVING"} 0"#,
+            r#"cortex_ring_tokens_total{name="ingester"} 3"#,
+            r#"cortex_ring_tokens_owned{name="ingester",member="a"} 2"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        // A second ring client on the same registry shares the families.
+        let _r2 = Ring::start(RingConfig::default(), kv.clone(), "ring", "querier", &metrics)
+            .await
+            .unwrap();
+        let text = metrics.encode();
+        assert_eq!(text.matches("# TYPE cortex_ring_members gauge").count(), 1, "{text}");
+        assert!(text.contains(r#"cortex_ring_tokens_total{name="querier"} 3"#), "{text}");
+        // A member that leaves disappears from the per-member series.
+        cas_desc(kv.as_ref(), "ring", |mut d| Ok(d.ingesters.remove("a").map(|_| d)))
+            .await
+            .unwrap();
+        assert!(r.wait_until(Duration::from_secs(5), |d| d.ingesters.len() == 1).await);
+        let text = metrics.encode();
+        assert!(!text.contains(r#"member="a""#), "{text}");
+    }
 }
