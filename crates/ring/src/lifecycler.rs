@@ -614,6 +614,321 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::InMemoryKv;
+
+    fn test_cfg(id: &str) -> LifecyclerConfig {
+        LifecyclerConfig {
+            ring: RingConfig {
+                replication_factor: 1,
+                ..RingConfig::default()
+            },
+            num_tokens: 8,
+            heartbeat_period: GoDuration::millis(50),
+            join_after: GoDuration::secs(0),
+            min_ready_duration: GoDuration::secs(0),
+            final_sleep: GoDuration::secs(0),
+            id: id.into(),
+            ..LifecyclerConfig::default()
+        }
+    }
+
+    async fn ring_desc(kv: &InMemoryKv) -> Desc {
+        kv.get(crate::INGESTER_RING_KEY)
+            .await
+            .unwrap()
+            .map(|b| decode_desc(&b).unwrap())
+            .unwrap_or_default()
+    }
+
+    /// Polls `cond` until it holds (5s at most).
+    async fn eventually<F, Fut>(what: &str, mut cond: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cond().await {
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn start(cfg: LifecyclerConfig, kv: &Arc<InMemoryKv>, metrics: &server::Metrics) -> Arc<Lifecycler> {
+        Lifecycler::start(
+            cfg,
+            kv.clone(),
+            crate::INGESTER_RING_KEY,
+            "127.0.0.1:9095".into(),
+            metrics,
+        )
+        .await
+        .unwrap()
+    }
+
+    fn entry_state(desc: &Desc, id: &str) -> Option<InstanceState> {
+        desc.ingesters.get(id).map(state_of)
+    }
+
+    #[tokio::test]
+    async fn joins_heartbeats_and_leaves() {
+        let kv = InMemoryKv::new();
+        let metrics = server::Metrics::new();
+        let lc = start(test_cfg("ing-1"), &kv, &metrics).await;
+        eventually("ACTIVE with 8 tokens", || async {
+            let d = ring_desc(&kv).await;
+            entry_state(&d, "ing-1") == Some(InstanceState::Active) && d.ingesters["ing-1"].tokens.len() == 8
+        })
+        .await;
+        assert_eq!(lc.state(), InstanceState::Active);
+        let d = ring_desc(&kv).await;
+        let entry = &d.ingesters["ing-1"];
+        assert_eq!(entry.addr, "127.0.0.1:9095");
+        assert_eq!(entry.tokens, lc.tokens());
+        assert!(entry.tokens.windows(2).all(|w| w[0] < w[1]));
+        assert!((now_secs() - entry.registered_timestamp).abs() <= 2);
+        eventually("several heartbeats", || async {
+            let text = metrics.encode();
+            text.lines()
+                .filter_map(|l| l.strip_prefix(r#"cortex_member_consul_heartbeats_total{name="ingester"} "#))
+                .any(|n| n.parse::<u64>().unwrap() >= 3)
+        })
+        .await;
+        assert!(metrics
+            .encode()
+            .contains(r#"cortex_member_ring_tokens_owned{name="ingester"} 8"#));
+        assert!(lc.check_ready().is_ok());
+        lc.shutdown().await;
+        assert!(ring_desc(&kv).await.ingesters.is_empty(), "unregistered on shutdown");
+        lc.shutdown().await; // idempotent
+    }
+
+    #[tokio::test]
+    async fn leaving_without_unregistering_stays_leaving_and_rejoins_as_active() {
+        let kv = InMemoryKv::new();
+        let metrics = server::Metrics::new();
+        let mut cfg = test_cfg("ing-1");
+        cfg.unregister_on_shutdown = false;
+        let lc = start(cfg.clone(), &kv, &metrics).await;
+        eventually("ACTIVE", || async { lc.state() == InstanceState::Active }).await;
+        let tokens = lc.tokens();
+        lc.shutdown().await;
+        assert_eq!(lc.state(), InstanceState::Leaving);
+        assert_eq!(
+            entry_state(&ring_desc(&kv).await, "ing-1"),
+            Some(InstanceState::Leaving)
+        );
+        // A restart with the full token set goes straight back to ACTIVE with the same tokens.
+        cfg.join_after = GoDuration::secs(3600);
+        let again = start(cfg, &kv, &metrics).await;
+        assert_eq!(again.state(), InstanceState::Active);
+        assert_eq!(again.tokens(), tokens);
+        assert_eq!(entry_state(&ring_desc(&kv).await, "ing-1"), Some(InstanceState::Active));
+    }
+
+    #[tokio::test]
+    async fn pending_until_join_after_and_not_ready_meanwhile() {
+        let kv = InMemoryKv::new();
+        let metrics = server::Metrics::new();
+        let mut cfg = test_cfg("ing-1");
+        cfg.join_after = GoDuration::secs(3600);
+        let lc = start(cfg, &kv, &metrics).await;
+        let d = ring_desc(&kv).await;
+        assert_eq!(entry_state(&d, "ing-1"), Some(InstanceState::Pending));
+        assert!(d.ingesters["ing-1"].tokens.is_empty());
+        assert_eq!(lc.check_ready().unwrap_err(), "instance ing-1 in state PENDING");
+        // PENDING cannot be moved to LEAVING; shutdown still unregisters.
+        assert!(matches!(
+            lc.change_state(InstanceState::Leaving).await,
+            Err(RingError::InvalidTransition { .. })
+        ));
+        lc.change_state(InstanceState::Active).await.unwrap();
+        assert_eq!(entry_state(&ring_desc(&kv).await, "ing-1"), Some(InstanceState::Active));
+        lc.shutdown().await;
+        assert!(ring_desc(&kv).await.ingesters.is_empty());
+    }
+
+    #[tokio::test]
+    async fn readiness_waits_for_min_duration_and_a_settled_ring_then_latches() {
+        let kv = InMemoryKv::new();
+        let metrics = server::Metrics::new();
+        // A dead member left in the ring (the classic "forget it" situation).
+        cas_desc(kv.as_ref(), crate::INGESTER_RING_KEY, |mut d| {
+            d.ingesters.insert(
+                "dead".into(),
+                InstanceDesc {
+                    addr: "10.0.0.9:9095".into(),
+                    timestamp: now_secs() - 3600,
+                    state: InstanceState::Active as i32,
+                    tokens: vec![42],
+                    ..InstanceDesc::default()
+                },
+            );
+            Ok(Some(d))
+        })
+        .await
+        .unwrap();
+        let mut cfg = test_cfg("ing-1");
+        cfg.min_ready_duration = GoDuration::millis(300);
+        let lc = start(cfg, &kv, &metrics).await;
+        assert_eq!(lc.check_ready().unwrap_err(), "waiting for 300ms after startup");
+        eventually("min ready duration passed", || async {
+            lc.check_ready() != Err("waiting for 300ms after startup".to_string())
+        })
+        .await;
+        eventually("joined", || async { lc.state() == InstanceState::Active }).await;
+        assert_eq!(lc.check_ready().unwrap_err(), "instance dead past heartbeat timeout");
+        cas_desc(kv.as_ref(), crate::INGESTER_RING_KEY, |mut d| {
+            Ok(d.ingesters.remove("dead").map(|_| d))
+        })
+        .await
+        .unwrap();
+        eventually("ready once the dead member is forgotten", || async {
+            lc.check_ready().is_ok()
+        })
+        .await;
+        // Latched: a newcomer in PENDING no longer affects this instance's readiness.
+        let mut other = test_cfg("ing-2");
+        other.join_after = GoDuration::secs(3600);
+        let _lc2 = start(other, &kv, &metrics).await;
+        assert!(lc.check_ready().is_ok());
+    }
+
+    #[tokio::test]
+    async fn heartbeat_re_adds_the_entry_when_the_ring_is_lost() {
+        let kv = InMemoryKv::new();
+        let metrics = server::Metrics::new();
+        let lc = start(test_cfg("ing-1"), &kv, &metrics).await;
+        eventually("ACTIVE", || async { lc.state() == InstanceState::Active }).await;
+        let tokens = lc.tokens();
+        kv.delete(crate::INGESTER_RING_KEY).await.unwrap();
+        eventually("entry re-added", || async {
+            let d = ring_desc(&kv).await;
+            d.ingesters
+                .get("ing-1")
+                .is_some_and(|e| e.tokens == tokens && state_of(e) == InstanceState::Active)
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn tokens_file_is_written_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        let metrics = server::Metrics::new();
+        let mut cfg = test_cfg("ing-1");
+        cfg.tokens_file_path = path.display().to_string();
+        let kv = InMemoryKv::new();
+        let lc = start(cfg.clone(), &kv, &metrics).await;
+        eventually("ACTIVE", || async { lc.state() == InstanceState::Active }).await;
+        let tokens = lc.tokens();
+        assert_eq!(load_tokens_file(&path).unwrap(), Some(tokens.clone()));
+        lc.shutdown().await;
+        // A fresh ring (Consul lost its data): the file's tokens are reused and, being a full
+        // set, the instance is ACTIVE at once without waiting for join_after.
+        let fresh = InMemoryKv::new();
+        cfg.join_after = GoDuration::secs(3600);
+        let lc = start(cfg, &fresh, &metrics).await;
+        assert_eq!(lc.state(), InstanceState::Active);
+        assert_eq!(ring_desc(&fresh).await.ingesters["ing-1"].tokens, tokens);
+    }
+
+    #[tokio::test]
+    async fn joining_entry_restarts_as_pending_and_members_get_distinct_tokens() {
+        let kv = InMemoryKv::new();
+        let metrics = server::Metrics::new();
+        cas_desc(kv.as_ref(), crate::INGESTER_RING_KEY, |mut d| {
+            d.ingesters.insert(
+                "ing-1".into(),
+                InstanceDesc {
+                    addr: "old:9095".into(),
+                    timestamp: now_secs(),
+                    state: InstanceState::Joining as i32,
+                    tokens: vec![1, 2, 3],
+                    registered_timestamp: 12345,
+                    ..InstanceDesc::default()
+                },
+            );
+            Ok(Some(d))
+        })
+        .await
+        .unwrap();
+        let mut cfg = test_cfg("ing-1");
+        cfg.join_after = GoDuration::secs(3600);
+        let lc = start(cfg, &kv, &metrics).await;
+        assert_eq!(lc.state(), InstanceState::Pending);
+        let d = ring_desc(&kv).await;
+        assert_eq!(entry_state(&d, "ing-1"), Some(InstanceState::Pending));
+        assert_eq!(
+            d.ingesters["ing-1"].registered_timestamp, 12345,
+            "registration time is kept"
+        );
+        assert_eq!(d.ingesters["ing-1"].addr, "127.0.0.1:9095");
+        drop(lc);
+
+        let lcs = futures::future::join_all((2..5).map(|i| start(test_cfg(&format!("ing-{i}")), &kv, &metrics))).await;
+        eventually("all ACTIVE", || async {
+            lcs.iter().all(|l| l.state() == InstanceState::Active)
+        })
+        .await;
+        let mut all: Vec<u32> = lcs.iter().flat_map(|l| l.tokens()).collect();
+        all.extend([1, 2, 3]);
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "no token is taken twice");
+    }
+
+    #[test]
+    fn flags_set_the_lifecycler_config() {
+        let args: Vec<String> = [
+            "-ingester.num-tokens=512",
+            "-ingester.heartbeat-period=1s",
+            "-ring.heartbeat-timeout=2m",
+            "-ingester.lifecycler.ID=ing-7",
+            "-ingester.lifecycler.addr=10.0.0.7",
+            "-ingester.lifecycler.port=9999",
+            "-ingester.availability-zone=zone-b",
+            "-ingester.unregister-on-shutdown=false",
+            "-distributor.replication-factor=1",
+            "-ring.store=inmemory",
+            "-consul.hostname=consul:8500",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let cfg: LifecyclerConfig = server::config::load(&args, LifecyclerConfig::FLAGS).unwrap();
+        assert_eq!(cfg.num_tokens, 512);
+        assert_eq!(cfg.heartbeat_period, GoDuration::secs(1));
+        assert_eq!(cfg.ring.heartbeat_timeout, GoDuration::secs(120));
+        assert_eq!(cfg.id, "ing-7");
+        assert_eq!(cfg.addr, "10.0.0.7");
+        assert_eq!(cfg.port, 9999);
+        assert_eq!(cfg.zone, "zone-b");
+        assert!(!cfg.unregister_on_shutdown);
+        assert_eq!(cfg.ring.replication_factor, 1);
+        assert_eq!(cfg.ring.kvstore.store, "inmemory");
+        assert_eq!(cfg.ring.kvstore.consul.host, "consul:8500");
+        let d = LifecyclerConfig::default();
+        assert_eq!(
+            (
+                d.num_tokens,
+                d.heartbeat_period,
+                d.join_after,
+                d.min_ready_duration,
+                d.final_sleep
+            ),
+            (
+                128,
+                GoDuration::secs(5),
+                GoDuration::secs(0),
+                GoDuration::secs(60),
+                GoDuration::secs(30)
+            )
+        );
+        assert!(d.unregister_on_shutdown && !d.id.is_empty());
+        let yaml = server::config::to_yaml(&d);
+        assert!(yaml.contains("availability_zone") && yaml.contains("address"), "{yaml}");
+    }
 
     #[test]
     fn advertised_address_rules() {

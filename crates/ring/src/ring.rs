@@ -561,7 +561,14 @@ mod tests {
 
     #[test]
     fn a_hash_maps_to_the_first_token_at_or_after_it_wrapping_around() {
-        let r = ring(1, &[("a", Active, &[100, 1000], true), ("b", Active, &[200], true), ("c", Active, &[300], true)]);
+        let r = ring(
+            1,
+            &[
+                ("a", Active, &[100, 1000], true),
+                ("b", Active, &[200], true),
+                ("c", Active, &[300], true),
+            ],
+        );
         for (hash, owner) in [
             (0, "a"),
             (50, "a"),
@@ -580,7 +587,14 @@ mod tests {
             assert_eq!(set.max_errors, 0);
         }
         // Replicas are the next distinct instances clockwise, wrapping.
-        let r3 = ring(3, &[("a", Active, &[100, 150], true), ("b", Active, &[200], true), ("c", Active, &[300], true)]);
+        let r3 = ring(
+            3,
+            &[
+                ("a", Active, &[100, 150], true),
+                ("b", Active, &[200], true),
+                ("c", Active, &[300], true),
+            ],
+        );
         assert_eq!(ids(&r3.get(250, Operation::Write).unwrap()), vec!["c", "a", "b"]);
         assert_eq!(ids(&r3.get(120, Operation::Write).unwrap()), vec!["a", "b", "c"]);
     }
@@ -589,7 +603,10 @@ mod tests {
     fn empty_ring() {
         let r = ring(3, &[]);
         assert!(matches!(r.get(1, Operation::Write), Err(RingError::Empty)));
-        assert!(matches!(r.replication_set_for_operation(Operation::Read), Err(RingError::Empty)));
+        assert!(matches!(
+            r.replication_set_for_operation(Operation::Read),
+            Err(RingError::Empty)
+        ));
         // Members without tokens (all PENDING) do not make a usable ring either.
         let r = ring(3, &[("a", Pending, &[], true)]);
         assert_eq!(r.get(1, Operation::Write).unwrap_err().to_string(), "empty ring");
@@ -658,7 +675,10 @@ mod tests {
         // A ring smaller than RF still needs a quorum of RF.
         let r = ring(3, &[("a", Active, &[100], true)]);
         let err = r.get(50, Operation::Write).unwrap_err();
-        assert!(matches!(err, RingError::TooFewReplicas { required: 2, found: 1 }), "{err}");
+        assert!(
+            matches!(err, RingError::TooFewReplicas { required: 2, found: 1 }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -706,7 +726,9 @@ mod tests {
 
         let r = ring(3, &four([Active; 4], [true, false, false, true]));
         assert_eq!(
-            r.replication_set_for_operation(Operation::Read).unwrap_err().to_string(),
+            r.replication_set_for_operation(Operation::Read)
+                .unwrap_err()
+                .to_string(),
             "too many unhealthy instances in the ring"
         );
 
@@ -741,7 +763,10 @@ mod tests {
 
     #[test]
     fn ownership_of_the_hash_space() {
-        let snap = Snapshot::new(desc(&[("a", Active, &[0x4000_0000], true), ("b", Active, &[0x8000_0000], true)]));
+        let snap = Snapshot::new(desc(&[
+            ("a", Active, &[0x4000_0000], true),
+            ("b", Active, &[0x8000_0000], true),
+        ]));
         // a owns (0x8000_0000, 2^32) and [0, 0x4000_0000]: three quarters.
         assert_eq!(snap.ownership(), vec![0.75, 0.25]);
         let snap = Snapshot::new(desc(&[("a", Active, &[7], true)]));
@@ -756,7 +781,9 @@ mod tests {
             replication_factor: 1,
             ..RingConfig::default()
         };
-        let r = Ring::start(cfg, kv.clone(), "ring", "ingester", &metrics).await.unwrap();
+        let r = Ring::start(cfg, kv.clone(), "ring", "ingester", &metrics)
+            .await
+            .unwrap();
         assert!(matches!(r.get(1, Operation::Write), Err(RingError::Empty)));
         let d = desc(&[("a", Active, &[10, 20], true), ("b", Leaving, &[30], false)]);
         cas_desc(kv.as_ref(), "ring", |_| Ok(Some(d.clone()))).await.unwrap();
