@@ -5,6 +5,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 ARGS ?=
+TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
 
 .PHONY: build release run test lint e2e ci peers promqltest fmt
 
@@ -15,7 +16,7 @@ release:
 	$(CARGO) build --release --bin cortex
 
 run: release
-	./target/release/cortex $(ARGS)
+	$(TARGET_DIR)/release/cortex $(ARGS)
 
 peers:
 	bash scripts/install-peers.sh
@@ -30,7 +31,7 @@ lint:
 # End-to-end: our real binaries with real peers. One test at a time: each
 # suite starts its own processes on free loopback ports.
 e2e: peers build
-	CORTEX_BIN_DIR=$(CURDIR)/target/debug $(CARGO) test -p e2e -- --test-threads=1 --nocapture
+	CORTEX_BIN_DIR=$(TARGET_DIR)/debug $(CARGO) test -p e2e -- --test-threads=1 --nocapture
 
 promqltest:
 	$(CARGO) run -q -p promql --example promqltest
