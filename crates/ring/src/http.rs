@@ -173,3 +173,143 @@ async fn forget(State(ring): State<Ring>, OriginalUri(uri): OriginalUri, Form(fo
     // Back to the page that was posted from (it may be mounted under a prefix).
     Redirect::to(uri.path()).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{InMemoryKv, KvClient};
+    use crate::{cas_desc, Desc, InstanceDesc, InstanceState, RingConfig};
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    async fn test_ring() -> (Ring, std::sync::Arc<InMemoryKv>) {
+        let kv = InMemoryKv::new();
+        let now = now_secs();
+        let mut desc = Desc::default();
+        desc.ingesters.insert(
+            "ing-1".into(),
+            InstanceDesc {
+                addr: "10.0.0.1:9095".into(),
+                timestamp: now,
+                state: InstanceState::Active as i32,
+                tokens: vec![0x4000_0000],
+                zone: "zone-a".into(),
+                registered_timestamp: 1_600_000_000,
+            },
+        );
+        desc.ingesters.insert(
+            "ing-<2>".into(),
+            InstanceDesc {
+                addr: "10.0.0.2:9095".into(),
+                timestamp: now - 3600,
+                state: InstanceState::Active as i32,
+                tokens: vec![0x8000_0000],
+                zone: String::new(),
+                registered_timestamp: 0,
+            },
+        );
+        cas_desc(kv.as_ref(), "ring", |_| Ok(Some(desc.clone()))).await.unwrap();
+        let ring = Ring::start(
+            RingConfig::default(),
+            kv.clone(),
+            "ring",
+            "ingester",
+            &server::Metrics::new(),
+        )
+        .await
+        .unwrap();
+        (ring, kv)
+    }
+
+    async fn call(ring: &Ring, req: Request<Body>) -> (StatusCode, HeaderMap, String) {
+        let resp = ring.http_routes().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn html_page_lists_instances_with_derived_health() {
+        let (ring, _kv) = test_ring().await;
+        for path in ["/ring", "/ingester/ring"] {
+            let (status, headers, body) = call(&ring, Request::get(path).body(Body::empty()).unwrap()).await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+            assert!(
+                body.contains("<td>ing-1</td><td>zone-a</td><td>ACTIVE</td><td>10.0.0.1:9095</td>"),
+                "{body}"
+            );
+            assert!(body.contains("<td>2020-09-13 12:26:40 +0000 UTC</td>"), "{body}");
+            // Stale heartbeat → UNHEALTHY; the ID is escaped.
+            assert!(
+                body.contains("<td>ing-&lt;2&gt;</td><td></td><td>UNHEALTHY</td>"),
+                "{body}"
+            );
+            // ing-1 owns (0x8000_0000, 2^32) ∪ [0, 0x4000_0000]: 75%.
+            assert!(body.contains("<td>1</td><td>75.0%</td>"), "{body}");
+            assert!(!body.contains("1073741824"), "tokens only with ?tokens=true");
+        }
+        let (_, _, body) = call(&ring, Request::get("/ring?tokens=true").body(Body::empty()).unwrap()).await;
+        assert!(body.contains("1073741824"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn json_with_accept_header() {
+        let (ring, _kv) = test_ring().await;
+        let req = Request::get("/ring")
+            .header(header::ACCEPT, "application/json")
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, body) = call(&ring, req).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let shards = v["shards"].as_array().unwrap();
+        assert_eq!(shards.len(), 2);
+        assert_eq!(shards[0]["id"], "ing-1");
+        assert_eq!(shards[0]["state"], "ACTIVE");
+        assert_eq!(shards[0]["address"], "10.0.0.1:9095");
+        assert_eq!(shards[0]["registered_timestamp"], "2020-09-13 12:26:40 +0000 UTC");
+        assert_eq!(shards[0]["tokens"], serde_json::json!([1073741824]));
+        assert_eq!(shards[0]["zone"], "zone-a");
+        assert!(shards[0]["timestamp"].as_str().unwrap().ends_with(" +0000 UTC"));
+        assert_eq!(shards[1]["state"], "UNHEALTHY");
+        assert_eq!(shards[1]["registered_timestamp"], "");
+        assert!(v["now"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[tokio::test]
+    async fn forget_removes_the_instance_and_redirects() {
+        let (ring, kv) = test_ring().await;
+        let req = Request::post("/ingester/ring")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("forget=ing-%3C2%3E"))
+            .unwrap();
+        let (status, headers, _) = call(&ring, req).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers[header::LOCATION], "/ingester/ring");
+        let stored = crate::decode_desc(&kv.get("ring").await.unwrap().unwrap()).unwrap();
+        assert_eq!(stored.ingesters.keys().collect::<Vec<_>>(), vec!["ing-1"]);
+        assert!(
+            ring.wait_until(Duration::from_secs(5), |d| d.ingesters.len() == 1)
+                .await
+        );
+        // Forgetting an unknown instance changes nothing and still redirects.
+        let version = kv.version();
+        let req = Request::post("/ring")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("forget=nobody"))
+            .unwrap();
+        assert_eq!(call(&ring, req).await.0, StatusCode::SEE_OTHER);
+        assert_eq!(kv.version(), version);
+        let req = Request::post("/ring")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("other=1"))
+            .unwrap();
+        assert_eq!(call(&ring, req).await.0, StatusCode::BAD_REQUEST);
+    }
+}

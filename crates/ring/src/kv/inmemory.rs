@@ -54,7 +54,7 @@ impl InMemoryKv {
             .get_or_init(Default::default)
             .lock()
             .entry(name.to_string())
-            .or_insert_with(InMemoryKv::new)
+            .or_default()
             .clone()
     }
 
