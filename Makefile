@@ -7,7 +7,7 @@ export CARGO_TERM_COLOR ?= never
 ARGS ?=
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: build release run test lint e2e ci peers promqltest fmt
+.PHONY: build release run test lint e2e ci peers promqltest fmt bench
 
 build:
 	$(CARGO) build --workspace --bins
@@ -38,5 +38,10 @@ promqltest:
 
 fmt:
 	$(CARGO) fmt --all
+
+# Ingest benchmark against Prometheus 2.42 (not part of ci):
+#   SERIES=200000 SAMPLES_PER_SERIES=10 BATCH=1000 CONCURRENCY=4 make bench
+bench:
+	CARGO=$(CARGO) bash scripts/bench-ingest.sh
 
 ci: lint test e2e
