@@ -5,6 +5,7 @@
 //! series once, then evaluate synchronously over the in-memory data.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +15,7 @@ mod aggregate;
 mod binary;
 mod eval;
 mod functions;
+mod parse_error;
 mod plan;
 pub mod promqltest;
 
@@ -37,6 +39,78 @@ pub trait Queryable: Send + Sync {
         end_ms: i64,
         matchers: &[model::Matcher],
     ) -> Result<Vec<model::Series>, StorageError>;
+
+    /// [`Queryable::select`], charging every sample loaded to the query's `limit`.
+    ///
+    /// The default charges after the fact, which is right for data already in memory.
+    /// Storage that fetches or decodes should override it and charge as samples arrive,
+    /// so that a query over too much data fails before that data is in memory.
+    async fn select_limited(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+        matchers: &[model::Matcher],
+        limit: &SampleLimit,
+    ) -> Result<Vec<model::Series>, PromqlError> {
+        let series = self
+            .select(start_ms, end_ms, matchers)
+            .await
+            .map_err(PromqlError::Storage)?;
+        limit.add(series.iter().map(|s| s.samples.len()).sum())?;
+        Ok(series)
+    }
+}
+
+/// A query's budget of samples held in memory (`-querier.max-samples`), shared by the
+/// storage (raw samples as they are loaded) and the evaluator (intermediate results).
+#[derive(Debug)]
+pub struct SampleLimit {
+    max: usize,
+    used: AtomicUsize,
+}
+
+/// The query would hold more samples than its [`SampleLimit`] allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("query processing would load too many samples into memory in query execution")]
+pub struct TooManySamples;
+
+impl From<TooManySamples> for PromqlError {
+    fn from(_: TooManySamples) -> Self {
+        PromqlError::TooManySamples
+    }
+}
+
+impl SampleLimit {
+    pub fn new(max: usize) -> Self {
+        SampleLimit {
+            max,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Samples charged so far.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Samples that may still be charged.
+    pub fn remaining(&self) -> usize {
+        self.max.saturating_sub(self.used())
+    }
+
+    /// Charges `n` more samples; fails (charging nothing) if that would pass the limit.
+    pub fn add(&self, n: usize) -> Result<(), TooManySamples> {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                u.checked_add(n).filter(|&t| t <= self.max)
+            })
+            .map(|_| ())
+            .map_err(|_| TooManySamples)
+    }
 }
 
 /// Engine limits and defaults.
@@ -111,6 +185,13 @@ impl Engine {
 
     pub fn opts(&self) -> &EngineOpts {
         &self.opts
+    }
+
+    /// This engine with a shorter timeout (a request's `timeout` parameter); never a longer one.
+    pub fn with_timeout(&self, timeout: Duration) -> Engine {
+        let mut opts = self.opts.clone();
+        opts.timeout = opts.timeout.min(timeout);
+        Engine { opts }
     }
 
     /// Evaluates `expr` at `t_ms`.
@@ -216,12 +297,12 @@ impl Engine {
         };
         let mut fetches = Vec::new();
         plan::collect(expr, r, &times, &mut fetches)?;
+        // Raw series stay in memory for the whole evaluation, so they count against the
+        // same budget as the intermediate results computed from them.
+        let limit = SampleLimit::new(self.opts.max_samples);
         let mut data = HashMap::with_capacity(fetches.len());
         for f in fetches {
-            let series = q
-                .select(f.min_t, f.max_t, &f.matchers)
-                .await
-                .map_err(PromqlError::Storage)?;
+            let series = q.select_limited(f.min_t, f.max_t, &f.matchers, &limit).await?;
             if std::time::Instant::now() > deadline {
                 return Err(PromqlError::Timeout);
             }
@@ -231,7 +312,7 @@ impl Engine {
             q: times,
             data: &data,
             max_samples: self.opts.max_samples,
-            current: std::cell::Cell::new(0),
+            current: std::cell::Cell::new(limit.used()),
             deadline,
         };
         ev.eval(expr, r)
@@ -253,16 +334,9 @@ pub fn parse(expr: &str) -> Result<Expr, PromqlError> {
     Ok(ast)
 }
 
-/// Prometheus's `line:col: parse error: msg` text. promql-parser reports no positions, so a
-/// position is given only where it is certain: errors at the end of the input.
+/// Prometheus's `line:col: parse error: msg` text for a promql-parser error.
 fn parse_error_text(src: &str, msg: &str) -> String {
-    if msg.contains("end of input") || msg.starts_with("unclosed") {
-        let line = src.matches('\n').count() + 1;
-        let col = src.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
-        format!("{line}:{col}: parse error: {msg}")
-    } else {
-        format!("parse error: {msg}")
-    }
+    parse_error::format(src, msg)
 }
 
 fn has_or_matchers(e: &Expr) -> bool {
@@ -482,6 +556,107 @@ mod tests {
             e.range(&st, "\"s\"", 0, 10, 1).await,
             Err(PromqlError::Execution(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn raw_samples_loaded_count_against_max_samples() {
+        // 100 raw samples, but `count_over_time` outputs one point: only counting what is
+        // loaded from storage can refuse this query.
+        let pts: Vec<(i64, f64)> = (0..100).map(|i| (i * 1000, i as f64)).collect();
+        let st = storage(&[("m", &pts)]);
+        let q = "count_over_time(m[100s])";
+        let opts = |max_samples| EngineOpts {
+            max_samples,
+            ..EngineOpts::default()
+        };
+        assert_eq!(
+            instant_values(&Engine::new(opts(101)), &st, q, 99_000).await,
+            vec![100.0]
+        );
+        assert!(matches!(
+            Engine::new(opts(99)).instant(&st, q, 99_000).await,
+            Err(PromqlError::TooManySamples)
+        ));
+        // Each selector loads its 100 samples (its lookback window); both share one budget.
+        assert!(Engine::new(opts(210)).instant(&st, "m + m", 99_000).await.is_ok());
+        assert!(matches!(
+            Engine::new(opts(199)).instant(&st, "m + m", 99_000).await,
+            Err(PromqlError::TooManySamples)
+        ));
+    }
+
+    /// A storage that charges samples one series at a time and records how far it got.
+    struct Streaming {
+        series: usize,
+        loaded: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Queryable for Streaming {
+        async fn select(&self, _: i64, _: i64, _: &[model::Matcher]) -> Result<Vec<model::Series>, StorageError> {
+            unreachable!("the engine loads through select_limited")
+        }
+        async fn select_limited(
+            &self,
+            start_ms: i64,
+            _: i64,
+            _: &[model::Matcher],
+            limit: &SampleLimit,
+        ) -> Result<Vec<model::Series>, PromqlError> {
+            let mut out = Vec::new();
+            for i in 0..self.series {
+                limit.add(10)?;
+                self.loaded.fetch_add(1, Ordering::Relaxed);
+                out.push(model::Series {
+                    labels: Labels::from_pairs([("__name__", "m".to_string()), ("i", i.to_string())]),
+                    samples: (0..10)
+                        .map(|k| Sample {
+                            t: start_ms + k,
+                            v: 1.0,
+                        })
+                        .collect(),
+                });
+            }
+            Ok(out)
+        }
+    }
+
+    #[tokio::test]
+    async fn storage_stops_loading_once_the_budget_is_spent() {
+        let st = Streaming {
+            series: 1000,
+            loaded: Default::default(),
+        };
+        let e = Engine::new(EngineOpts {
+            max_samples: 55,
+            ..EngineOpts::default()
+        });
+        assert!(matches!(e.instant(&st, "m", 0).await, Err(PromqlError::TooManySamples)));
+        assert_eq!(st.loaded.load(Ordering::Relaxed), 5, "loading must stop at the limit");
+    }
+
+    #[test]
+    fn sample_limit_refuses_without_charging() {
+        let l = SampleLimit::new(10);
+        l.add(7).unwrap();
+        assert_eq!(l.add(4), Err(TooManySamples));
+        assert_eq!(l.used(), 7);
+        assert_eq!(l.remaining(), 3);
+        l.add(3).unwrap();
+        assert_eq!(l.add(usize::MAX), Err(TooManySamples));
+    }
+
+    #[tokio::test]
+    async fn timeout_is_an_error_and_only_ever_shortened() {
+        let st = storage(&[("m", &[(0, 1.0)])]);
+        let e = engine().with_timeout(Duration::ZERO);
+        assert!(matches!(e.instant(&st, "m", 0).await, Err(PromqlError::Timeout)));
+        assert!(matches!(
+            e.range(&st, "m", 0, 60_000, 1000).await,
+            Err(PromqlError::Timeout)
+        ));
+        let longer = engine().with_timeout(Duration::from_secs(3600));
+        assert_eq!(longer.opts().timeout, EngineOpts::default().timeout);
     }
 
     #[tokio::test]
