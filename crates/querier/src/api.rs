@@ -17,7 +17,7 @@ use server::{HttpError, Tenant};
 use crate::ingesters::{from_proto, labels_to_proto, TenantQueryable};
 use crate::json;
 use crate::params::{parse_duration_ms, parse_time};
-use crate::Querier;
+use crate::{Querier, Source};
 
 /// Prometheus refuses range queries with more points than this per series.
 pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
@@ -163,6 +163,49 @@ fn timeout_param(q: &Querier, p: &Params) -> Result<Duration, ApiError> {
     }
 }
 
+/// One PromQL evaluation as the query endpoints request it.
+enum Evaluation {
+    Instant { t: i64 },
+    Range { start: i64, end: i64, step: i64 },
+}
+
+/// Waits for a `-querier.max-concurrent` permit, then evaluates within the timeout.
+async fn evaluate(
+    q: &Querier,
+    tenant: &str,
+    expr: &str,
+    timeout: Duration,
+    what: Evaluation,
+) -> Result<promql::Value, ApiError> {
+    // Parse errors are answered without waiting for a slot.
+    let ast = promql::parse(expr)?;
+    let _permit = q
+        .limiter
+        .acquire()
+        .await
+        .map_err(|_| ApiError::internal("querier shutting down"))?;
+    let tenant_view;
+    let data: &dyn promql::Queryable = match &q.source {
+        Source::Ingesters(ingesters) => {
+            tenant_view = TenantQueryable { ingesters, tenant };
+            &tenant_view
+        }
+        Source::Queryable(d) => d.as_ref(),
+    };
+    // The engine checks the deadline between steps of evaluation; the outer timeout
+    // covers waiting on storage.
+    let engine = q.engine.with_timeout(timeout);
+    let run = async {
+        match what {
+            Evaluation::Instant { t } => engine.instant_expr(data, &ast, t).await,
+            Evaluation::Range { start, end, step } => engine.range_expr(data, &ast, start, end, step).await,
+        }
+    };
+    Ok(tokio::time::timeout(timeout, run)
+        .await
+        .map_err(|_| ApiError::timeout("query timed out in query execution"))??)
+}
+
 async fn query(
     State(q): State<Arc<Querier>>,
     Tenant(tenant): Tenant,
@@ -176,20 +219,9 @@ async fn query(
         Some(s) if !s.is_empty() => parse_time(s, "time")?,
         _ => model::now_ms(),
     };
-    let expr = p.get("query").unwrap_or("").to_string();
+    let expr = p.get("query").unwrap_or("");
     let timeout = timeout_param(&q, &p)?;
-    let _permit = q
-        .limiter
-        .acquire()
-        .await
-        .map_err(|_| ApiError::internal("querier shutting down"))?;
-    let queryable = TenantQueryable {
-        ingesters: &q.ingesters,
-        tenant: &tenant,
-    };
-    let v = tokio::time::timeout(timeout, q.engine.instant(&queryable, &expr, t))
-        .await
-        .map_err(|_| ApiError::timeout("query timed out in query execution"))??;
+    let v = evaluate(&q, &tenant, expr, timeout, Evaluation::Instant { t }).await?;
     let mut data = String::new();
     json::write_query_data(&mut data, &v);
     Ok(ok_json(data))
@@ -220,20 +252,9 @@ async fn query_range(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
-    let expr = p.get("query").unwrap_or("").to_string();
+    let expr = p.get("query").unwrap_or("");
     let timeout = timeout_param(&q, &p)?;
-    let _permit = q
-        .limiter
-        .acquire()
-        .await
-        .map_err(|_| ApiError::internal("querier shutting down"))?;
-    let queryable = TenantQueryable {
-        ingesters: &q.ingesters,
-        tenant: &tenant,
-    };
-    let v = tokio::time::timeout(timeout, q.engine.range(&queryable, &expr, start, end, step))
-        .await
-        .map_err(|_| ApiError::timeout("query timed out in query execution"))??;
+    let v = evaluate(&q, &tenant, expr, timeout, Evaluation::Range { start, end, step }).await?;
     let mut data = String::new();
     json::write_query_data(&mut data, &v);
     Ok(ok_json(data))
@@ -290,7 +311,7 @@ async fn series(
     for s in selectors {
         sets.extend(parse_selector(s)?);
     }
-    let found = q.ingesters.series(&tenant, &sets).await?;
+    let found = q.require_ingesters()?.series(&tenant, &sets).await?;
     let mut data = String::from("[");
     for (i, l) in found.iter().enumerate() {
         if i > 0 {
@@ -315,7 +336,9 @@ fn string_array(items: &[String]) -> String {
 }
 
 async fn labels(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant) -> Result<Response, ApiError> {
-    Ok(ok_json(string_array(&q.ingesters.label_names(&tenant).await?)))
+    Ok(ok_json(string_array(
+        &q.require_ingesters()?.label_names(&tenant).await?,
+    )))
 }
 
 fn valid_label_name(s: &str) -> bool {
@@ -332,7 +355,9 @@ async fn label_values(
     if !valid_label_name(&name) {
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
     }
-    Ok(ok_json(string_array(&q.ingesters.label_values(&tenant, &name).await?)))
+    Ok(ok_json(string_array(
+        &q.require_ingesters()?.label_values(&tenant, &name).await?,
+    )))
 }
 
 async fn metadata(
@@ -346,7 +371,7 @@ async fn metadata(
         _ => -1,
     };
     let only = p.get("metric").filter(|s| !s.is_empty());
-    let all = q.ingesters.metadata(&tenant).await?;
+    let all = q.require_ingesters()?.metadata(&tenant).await?;
     let mut by_metric: std::collections::BTreeMap<String, Vec<&pb::MetricMetadata>> = Default::default();
     for m in &all {
         if only.is_some_and(|o| o != m.metric_family_name) {
@@ -398,7 +423,7 @@ async fn buildinfo() -> Response {
 }
 
 async fn user_stats(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant) -> Result<Response, ApiError> {
-    let s = q.ingesters.user_stats(&tenant).await?;
+    let s = q.require_ingesters()?.user_stats(&tenant).await?;
     let body = serde_json::json!({
         "ingestionRate": s.ingestion_rate,
         "numSeries": s.num_series,
@@ -434,8 +459,10 @@ async fn remote_read_inner(q: &Querier, tenant: &str, body: &[u8]) -> Result<Res
     let mut resp = pb::ReadResponse::default();
     for query in &req.queries {
         let matchers = from_proto(&query.matchers)?;
-        let series = q
-            .ingesters
+        let ingesters = q
+            .ingesters()
+            .ok_or_else(|| HttpError::internal("remote read needs ingesters; this querier reads a fixed data set"))?;
+        let series = ingesters
             .select(tenant, query.start_timestamp_ms, query.end_timestamp_ms, &matchers)
             .await
             .map_err(|e| HttpError::bad_request(e.message))?;
@@ -491,5 +518,216 @@ mod tests {
         assert_eq!(ApiError::timeout("x").status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(ApiError::from(HttpError::new(400, "limit")).error_type, "execution");
         assert_eq!(ApiError::from(HttpError::new(500, "down")).error_type, "internal");
+    }
+}
+
+/// The query endpoints' limits and errors, through the real router.
+#[cfg(test)]
+mod http_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use model::{Labels, Sample, Series};
+    use promql::promqltest::MemStorage;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::Config;
+
+    /// One series `m{job="a"}` with a sample every 15s over the first hour.
+    fn hour_of_data() -> MemStorage {
+        let mut st = MemStorage::new();
+        st.append(
+            Labels::from_pairs([("__name__", "m"), ("job", "a")]),
+            (0..240).map(|i| Sample {
+                t: i * 15_000,
+                v: i as f64,
+            }),
+        );
+        st
+    }
+
+    fn querier(cfg: Config, data: impl promql::Queryable + 'static) -> Router {
+        Querier::with_queryable(cfg, Arc::new(data)).http_routes()
+    }
+
+    async fn get(router: &Router, path_and_query: &str) -> (StatusCode, serde_json::Value) {
+        let req = Request::get(path_and_query)
+            .header("X-Scope-OrgID", "t1")
+            .body(Body::empty())
+            .unwrap();
+        let resp = router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    fn range_path(expr: &str, start: i64, end: i64, step: &str) -> String {
+        let q: String = form_urlencoded::byte_serialize(expr.as_bytes()).collect();
+        format!("/api/prom/api/v1/query_range?query={q}&start={start}&end={end}&step={step}")
+    }
+
+    #[tokio::test]
+    async fn too_many_samples_is_422_execution() {
+        let cfg = Config {
+            max_samples: 100,
+            ..Config::default()
+        };
+        let r = querier(cfg, hour_of_data());
+        // 240 raw samples for a 1h window: over the limit although the result is tiny.
+        let (status, body) = get(&r, &range_path("count_over_time(m[1h])", 3600, 3600, "60")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["errorType"], "execution");
+        assert_eq!(
+            body["error"],
+            "query processing would load too many samples into memory in query execution"
+        );
+        // Under the limit the same data answers.
+        let (status, body) = get(&r, &range_path("count_over_time(m[10m])", 3600, 3600, "60")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["data"]["result"][0]["values"][0][1], "40");
+    }
+
+    /// Storage that takes `delay` to answer.
+    struct Slow {
+        delay: Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl promql::Queryable for Slow {
+        async fn select(&self, _: i64, _: i64, _: &[Matcher]) -> Result<Vec<Series>, promql::StorageError> {
+            tokio::time::sleep(self.delay).await;
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn timeout_is_503_timeout() {
+        let cfg = Config {
+            timeout: model::GoDuration(Duration::from_millis(100)),
+            ..Config::default()
+        };
+        let r = querier(
+            cfg,
+            Slow {
+                delay: Duration::from_secs(30),
+            },
+        );
+        let started = std::time::Instant::now();
+        let (status, body) = get(&r, &range_path("m", 0, 60, "15")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["errorType"], "timeout");
+        assert_eq!(body["error"], "query timed out in query execution");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // A request's own `timeout` shortens the configured one.
+        let r = querier(
+            Config::default(),
+            Slow {
+                delay: Duration::from_secs(30),
+            },
+        );
+        let (status, _) = get(&r, "/api/prom/api/v1/query?query=m&time=60&timeout=50ms").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn more_than_11000_points_is_400() {
+        let r = querier(Config::default(), hour_of_data());
+        // (end - start) / step = 11,000 is the most allowed.
+        let (status, body) = get(&r, &range_path("m", 0, 11_000, "1")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = get(&r, &range_path("m", 0, 11_001, "1")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["errorType"], "bad_data");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("exceeded maximum resolution of 11,000 points"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn parse_errors_are_400_bad_data_with_position() {
+        let r = querier(Config::default(), hour_of_data());
+        for (expr, want) in [
+            ("1 * * 2", "1:5: parse error: unexpected <op:*>"),
+            ("sum(rate(m[5m])", "1:16: parse error: unclosed left parenthesis"),
+            (
+                "rate(m)",
+                "1:6: parse error: expected type range vector in call to function \"rate\", got instant vector",
+            ),
+        ] {
+            let (status, body) = get(&r, &range_path(expr, 0, 60, "15")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{expr}: {body}");
+            assert_eq!(body["errorType"], "bad_data");
+            assert_eq!(body["error"], want);
+            let q: String = form_urlencoded::byte_serialize(expr.as_bytes()).collect();
+            let (status, body) = get(&r, &format!("/prometheus/api/v1/query?query={q}&time=60")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert_eq!(body["error"], want);
+        }
+    }
+
+    /// Storage that holds every query until released, counting the queries inside it.
+    struct Gate {
+        inside: AtomicUsize,
+        release: tokio::sync::Semaphore,
+    }
+
+    /// The querier owns its storage; the test keeps a handle to the same gate.
+    struct SharedGate(Arc<Gate>);
+
+    #[async_trait::async_trait]
+    impl promql::Queryable for SharedGate {
+        async fn select(&self, _: i64, _: i64, _: &[Matcher]) -> Result<Vec<Series>, promql::StorageError> {
+            self.0.inside.fetch_add(1, Ordering::SeqCst);
+            self.0.release.acquire().await.expect("gate open").forget();
+            Ok(Vec::new())
+        }
+    }
+
+    async fn wait_until(mut cond: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "condition not reached");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queries_beyond_max_concurrent_wait_for_a_slot() {
+        let gate = Arc::new(Gate {
+            inside: AtomicUsize::new(0),
+            release: tokio::sync::Semaphore::new(0),
+        });
+        let cfg = Config {
+            max_concurrent: 2,
+            ..Config::default()
+        };
+        let r = querier(cfg, SharedGate(gate.clone()));
+        let mut running = Vec::new();
+        for _ in 0..3 {
+            let r = r.clone();
+            running.push(tokio::spawn(
+                async move { get(&r, &range_path("m", 0, 60, "15")).await },
+            ));
+        }
+        wait_until(|| gate.inside.load(Ordering::SeqCst) == 2).await;
+        // The third query waits for a slot instead of reaching storage or failing.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(gate.inside.load(Ordering::SeqCst), 2);
+        assert!(running.iter().all(|h| !h.is_finished()));
+        // Finishing one query lets the waiting one in.
+        gate.release.add_permits(1);
+        wait_until(|| gate.inside.load(Ordering::SeqCst) == 3).await;
+        gate.release.add_permits(2);
+        for h in running {
+            let (status, body) = h.await.unwrap();
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
     }
 }

@@ -3,10 +3,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chunk::{XorChunk, ENCODING_PROMETHEUS_XOR};
 use futures::stream::{FuturesUnordered, StreamExt};
 use model::{Labels, Matcher, Sample, Series};
+use promql::{SampleLimit, TooManySamples};
 use proto::cortex::ingester_client::IngesterClient;
 use proto::cortex::{self as pb, LabelMatcher, LabelPair};
 use ring::{Operation, ReplicationSet, Ring};
@@ -91,57 +93,63 @@ impl IngesterQuerier {
         end: i64,
         matchers: &[Matcher],
     ) -> Result<Vec<Series>, HttpError> {
+        let unlimited = SampleLimit::new(usize::MAX);
+        self.select_limited(tenant, start, end, matchers, &unlimited)
+            .await
+            .map_err(|e| match e {
+                SelectError::Http(e) => e,
+                SelectError::TooManySamples => HttpError::new(422, promql::TooManySamples.to_string()),
+            })
+    }
+
+    /// [`IngesterQuerier::select`], charging samples to `limit` as they arrive, so that a
+    /// query over too much data stops before that data is in memory.
+    ///
+    /// Compressed chunks are counted while they stream in (the chunk header holds the
+    /// sample count), against the remaining budget times the replication factor since
+    /// every replica sends its copy; decoded samples are then charged exactly, once
+    /// replicas are merged.
+    pub async fn select_limited(
+        &self,
+        tenant: &str,
+        start: i64,
+        end: i64,
+        matchers: &[Matcher],
+        limit: &SampleLimit,
+    ) -> Result<Vec<Series>, SelectError> {
         let rs = self.replication_set(tenant, matchers)?;
         let req = pb::QueryRequest {
             start_timestamp_ms: start,
             end_timestamp_ms: end,
             matchers: to_proto(matchers),
         };
+        let replicas = self.ring.replication_factor().clamp(1, rs.instances.len().max(1));
+        let streamed_budget = limit.remaining().saturating_mul(replicas);
+        let streamed = AtomicUsize::new(0);
         let responses = self
             .fan_out(rs, |mut c| {
                 let req = server::tenant::grpc_request(tenant, req.clone());
+                let streamed = &streamed;
                 async move {
                     let mut stream = c.query_stream(req).await?.into_inner();
                     let mut batches = Vec::new();
                     while let Some(batch) = stream.message().await? {
+                        let n = streamed_samples(&batch);
+                        if streamed.fetch_add(n, Ordering::Relaxed) + n > streamed_budget {
+                            // Dropping the stream cancels the rest of this replica's answer.
+                            return Ok(Err(TooManySamples));
+                        }
                         batches.push(batch);
                     }
-                    Ok(batches)
+                    Ok(Ok(batches))
                 }
             })
             .await?;
         let mut merged: HashMap<Labels, Vec<Sample>> = HashMap::new();
-        for batch in responses.into_iter().flatten() {
-            for cs in batch.chunkseries {
-                let samples = merged.entry(labels_from_proto(&cs.labels)).or_default();
-                for c in cs.chunks {
-                    if c.encoding != ENCODING_PROMETHEUS_XOR {
-                        return Err(HttpError::internal(format!(
-                            "unsupported chunk encoding {}",
-                            c.encoding
-                        )));
-                    }
-                    let chunk = XorChunk::from_bytes(c.data)
-                        .map_err(|e| HttpError::internal(format!("corrupt chunk from ingester: {e}")))?;
-                    samples.extend(
-                        chunk
-                            .iter()
-                            .filter(|(t, _)| *t >= start && *t <= end)
-                            .map(|(t, v)| Sample { t, v }),
-                    );
-                }
-            }
-            for ts in batch.timeseries {
-                let samples = merged.entry(labels_from_proto(&ts.labels)).or_default();
-                samples.extend(
-                    ts.samples
-                        .iter()
-                        .filter(|s| s.timestamp_ms >= start && s.timestamp_ms <= end)
-                        .map(|s| Sample {
-                            t: s.timestamp_ms,
-                            v: s.value,
-                        }),
-                );
+        for batch in responses {
+            let batch = batch.map_err(|_| SelectError::TooManySamples)?;
+            for batch in batch {
+                merge_batch(&mut merged, batch, start, end)?;
             }
         }
         let mut out: Vec<Series> = merged
@@ -154,6 +162,9 @@ impl IngesterQuerier {
                 Series { labels, samples }
             })
             .collect();
+        limit
+            .add(out.iter().map(|s| s.samples.len()).sum())
+            .map_err(|_| SelectError::TooManySamples)?;
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
     }
@@ -252,6 +263,70 @@ impl IngesterQuerier {
     }
 }
 
+/// Why a limited select failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("{}", TooManySamples)]
+    TooManySamples,
+}
+
+/// Samples in a streamed batch, read from the chunk headers without decoding.
+fn streamed_samples(batch: &pb::QueryStreamResponse) -> usize {
+    let in_chunks: usize = batch
+        .chunkseries
+        .iter()
+        .flat_map(|cs| cs.chunks.iter())
+        .map(|c| c.data.get(..2).map_or(0, |h| u16::from_be_bytes([h[0], h[1]]) as usize))
+        .sum();
+    let in_series: usize = batch.timeseries.iter().map(|ts| ts.samples.len()).sum();
+    in_chunks + in_series
+}
+
+/// Decodes one streamed batch into `merged`, keeping samples in [start, end]. Each chunk
+/// is decoded exactly once per query.
+fn merge_batch(
+    merged: &mut HashMap<Labels, Vec<Sample>>,
+    batch: pb::QueryStreamResponse,
+    start: i64,
+    end: i64,
+) -> Result<(), HttpError> {
+    for cs in batch.chunkseries {
+        let samples = merged.entry(labels_from_proto(&cs.labels)).or_default();
+        for c in cs.chunks {
+            if c.encoding != ENCODING_PROMETHEUS_XOR {
+                return Err(HttpError::internal(format!(
+                    "unsupported chunk encoding {}",
+                    c.encoding
+                )));
+            }
+            let chunk = XorChunk::from_bytes(c.data)
+                .map_err(|e| HttpError::internal(format!("corrupt chunk from ingester: {e}")))?;
+            samples.reserve(chunk.num_samples());
+            samples.extend(
+                chunk
+                    .iter()
+                    .filter(|(t, _)| *t >= start && *t <= end)
+                    .map(|(t, v)| Sample { t, v }),
+            );
+        }
+    }
+    for ts in batch.timeseries {
+        let samples = merged.entry(labels_from_proto(&ts.labels)).or_default();
+        samples.extend(
+            ts.samples
+                .iter()
+                .filter(|s| s.timestamp_ms >= start && s.timestamp_ms <= end)
+                .map(|s| Sample {
+                    t: s.timestamp_ms,
+                    v: s.value,
+                }),
+        );
+    }
+    Ok(())
+}
+
 pub fn to_proto(matchers: &[Matcher]) -> Vec<LabelMatcher> {
     matchers
         .iter()
@@ -313,5 +388,71 @@ impl promql::Queryable for TenantQueryable<'_> {
                 code: e.code,
                 message: e.message,
             })
+    }
+
+    async fn select_limited(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+        matchers: &[Matcher],
+        limit: &SampleLimit,
+    ) -> Result<Vec<Series>, promql::PromqlError> {
+        match self
+            .ingesters
+            .select_limited(self.tenant, start_ms, end_ms, matchers, limit)
+            .await
+        {
+            Ok(s) => Ok(s),
+            Err(SelectError::TooManySamples) => Err(promql::PromqlError::TooManySamples),
+            Err(SelectError::Http(e)) => Err(promql::PromqlError::Storage(promql::StorageError {
+                code: e.code,
+                message: e.message,
+            })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk_of(n: i64) -> pb::Chunk {
+        let mut c = XorChunk::new();
+        for t in 0..n {
+            c.append(t * 1000, t as f64);
+        }
+        pb::Chunk {
+            encoding: ENCODING_PROMETHEUS_XOR,
+            data: bytes::Bytes::copy_from_slice(c.bytes()),
+            ..Default::default()
+        }
+    }
+
+    fn batch(chunks: Vec<pb::Chunk>) -> pb::QueryStreamResponse {
+        pb::QueryStreamResponse {
+            chunkseries: vec![pb::TimeSeriesChunk {
+                labels: labels_to_proto(&Labels::from_pairs([("__name__", "m")])),
+                chunks,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn streamed_samples_are_counted_from_chunk_headers() {
+        assert_eq!(streamed_samples(&batch(vec![chunk_of(120), chunk_of(7)])), 127);
+        assert_eq!(streamed_samples(&batch(vec![])), 0);
+    }
+
+    #[test]
+    fn merged_batches_keep_the_range_and_decode_each_chunk_once() {
+        let mut merged = HashMap::new();
+        merge_batch(&mut merged, batch(vec![chunk_of(120)]), 10_000, 19_000).unwrap();
+        merge_batch(&mut merged, batch(vec![chunk_of(120)]), 10_000, 19_000).unwrap();
+        let samples = &merged[&Labels::from_pairs([("__name__", "m")])];
+        // Two replicas' copies of 10 in-range samples, deduplicated later by select.
+        assert_eq!(samples.len(), 20);
+        assert!(samples.iter().all(|s| (10_000..=19_000).contains(&s.t)));
     }
 }

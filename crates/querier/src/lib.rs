@@ -68,11 +68,20 @@ pub const FLAGS: &[Flag] = &[
     ),
 ];
 
+/// Where a querier reads series from.
+enum Source {
+    /// The ring's ingesters, per tenant (the querier role).
+    Ingesters(IngesterQuerier),
+    /// One fixed data set served to every tenant (embedding, tests).
+    Queryable(Arc<dyn promql::Queryable>),
+}
+
 /// The querier role.
 pub struct Querier {
     cfg: Config,
-    ingesters: IngesterQuerier,
+    source: Source,
     engine: promql::Engine,
+    /// `-querier.max-concurrent`: queries beyond it wait for a permit.
     limiter: Semaphore,
 }
 
@@ -84,6 +93,20 @@ impl Querier {
         shard_by_all_labels: bool,
         _metrics: &Metrics,
     ) -> Arc<Self> {
+        Self::with_source(
+            cfg,
+            Source::Ingesters(IngesterQuerier::new(ring, pool, shard_by_all_labels)),
+        )
+    }
+
+    /// A querier whose PromQL endpoints (`query`, `query_range`) read `data` for every
+    /// tenant; endpoints that need ingesters (series, labels, metadata, remote read,
+    /// user stats) answer 500.
+    pub fn with_queryable(cfg: Config, data: Arc<dyn promql::Queryable>) -> Arc<Self> {
+        Self::with_source(cfg, Source::Queryable(data))
+    }
+
+    fn with_source(cfg: Config, source: Source) -> Arc<Self> {
         let engine = promql::Engine::new(promql::EngineOpts {
             lookback_delta: cfg.lookback_delta.0,
             max_samples: cfg.max_samples,
@@ -92,7 +115,7 @@ impl Querier {
         });
         Arc::new(Querier {
             limiter: Semaphore::new(cfg.max_concurrent.max(1)),
-            ingesters: IngesterQuerier::new(ring, pool, shard_by_all_labels),
+            source,
             engine,
             cfg,
         })
@@ -102,7 +125,18 @@ impl Querier {
         api::routes(self.clone())
     }
 
-    pub fn ingesters(&self) -> &IngesterQuerier {
-        &self.ingesters
+    /// The ingester reader, unless built [`Querier::with_queryable`].
+    pub fn ingesters(&self) -> Option<&IngesterQuerier> {
+        match &self.source {
+            Source::Ingesters(i) => Some(i),
+            Source::Queryable(_) => None,
+        }
+    }
+
+    /// The ingester reader, or the 500 an endpoint that needs one answers without it.
+    fn require_ingesters(&self) -> Result<&IngesterQuerier, api::ApiError> {
+        self.ingesters().ok_or_else(|| {
+            api::ApiError::internal("this endpoint needs ingesters; this querier reads a fixed data set")
+        })
     }
 }
