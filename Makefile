@@ -7,7 +7,7 @@ export CARGO_TERM_COLOR ?= never
 ARGS ?=
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: build release run test lint e2e ci peers promqltest fmt bench
+.PHONY: build release run test lint e2e ci peers promqltest fmt bench-promql bench
 
 build:
 	$(CARGO) build --workspace --bins
@@ -35,6 +35,10 @@ e2e: peers build
 
 promqltest:
 	$(CARGO) run -q -p promql --example promqltest
+
+# PromQL latency against a real Prometheus on the same data (not part of ci).
+bench-promql:
+	bash scripts/bench-promql.sh
 
 fmt:
 	$(CARGO) fmt --all
