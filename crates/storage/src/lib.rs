@@ -1,6 +1,34 @@
-//! The Cortex chunk store (spec §4, §5): the contract between the ingester's flush and the store lives here.
+//! The Cortex chunk store (spec §4, §5).
+//!
+//! - [`schema_config`]: the `-schema-config-file` periods and table naming.
+//! - [`keys`], [`schema`]: byte-exact range-key helpers and the v9/v10/v11 index layouts.
+//! - [`chunk_object`]: chunk objects (header + snappy-framed JSON metadata + payload) and external keys.
+//! - [`index`], [`object`]: index clients (embedded fjall, DynamoDB) and object clients (filesystem, S3).
+//! - [`cache`]: memcached / FIFO caches; [`store`]: the series store (write dedupe, query lookup).
+//! - [`table_manager`]: creates, tags and expires the periodic tables.
+//! - [`config`]: flags and the builder the binaries use.
+//!
+//! The AWS backends are behind the `aws` cargo feature so crates that only use the contract
+//! ([`ChunkStore`]) do not compile the AWS SDK.
+
+#[cfg(feature = "aws")]
+pub mod aws;
+pub mod cache;
+pub mod chunk_object;
+pub mod config;
+pub mod index;
+pub mod keys;
+pub mod object;
+pub mod schema;
+pub mod schema_config;
+pub mod store;
+pub mod table_manager;
 
 use model::{Labels, Matcher};
+
+pub use config::{build_store, StorageConfig};
+pub use schema_config::SchemaConfig;
+pub use store::{SeriesStore, StoreLimits};
 
 /// One flushed chunk of one series.
 #[derive(Clone, Debug)]
@@ -20,6 +48,30 @@ pub struct ChunkEntry {
 pub struct StoreError {
     pub code: u16,
     pub message: String,
+}
+
+impl StoreError {
+    pub fn internal(message: impl Into<String>) -> Self {
+        StoreError {
+            code: 500,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        StoreError {
+            code: 400,
+            message: message.into(),
+        }
+    }
+
+    /// A per-tenant limit was hit (too many chunks, cardinality, query length).
+    pub fn limit(message: impl Into<String>) -> Self {
+        StoreError {
+            code: 422,
+            message: message.into(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
