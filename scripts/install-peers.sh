@@ -3,12 +3,15 @@
 # benchmarks run against (Debian bookworm, as root). Only package registries
 # are used. Each step is skipped when its result is already present.
 #
-#   apt: prometheus 2.42 (+ promtool), etcd-server + etcd-client 3.4, nginx, curl
+#   apt : prometheus 2.42 (+ promtool), etcd-server + etcd-client 3.4, nginx, curl, memcached
+#   npm : dynalite (DynamoDB API) + s3rver (S3 API) under $PEERS_OPT/node
+#   PyPI: moto[server] (DynamoDB + S3 API, second opinion) + boto3 in a venv at $PEERS_OPT/venv
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+PEERS_OPT=${PEERS_OPT:-/opt/peers}
 
 need=()
-for pair in prometheus:prometheus promtool:prometheus etcd:etcd-server etcdctl:etcd-client nginx:nginx curl:curl; do
+for pair in prometheus:prometheus promtool:prometheus etcd:etcd-server etcdctl:etcd-client nginx:nginx curl:curl memcached:memcached; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -24,6 +27,23 @@ if ((${#need[@]})); then
   $sudo apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
   [ -n "$tmp_policy" ] && $sudo rm -f /usr/sbin/policy-rc.d
 fi
+sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+# Node: dynalite + s3rver (the chunk store's DynamoDB and S3 stand-ins).
+if [ ! -e "$PEERS_OPT/node/node_modules/.bin/dynalite" ] || [ ! -e "$PEERS_OPT/node/node_modules/.bin/s3rver" ]; then
+  $sudo mkdir -p "$PEERS_OPT/node"
+  [ -f "$PEERS_OPT/node/package.json" ] ||
+    echo '{"name":"peers","version":"1.0.0","private":true}' | $sudo tee "$PEERS_OPT/node/package.json" >/dev/null
+  (cd "$PEERS_OPT/node" && $sudo npm install --no-audit --no-fund --loglevel=error dynalite s3rver >/dev/null)
+fi
+# Python: moto server (higher-fidelity DynamoDB + S3) in a private venv.
+if [ ! -x "$PEERS_OPT/venv/bin/moto_server" ]; then
+  $sudo mkdir -p "$PEERS_OPT"
+  $sudo python3 -m venv "$PEERS_OPT/venv"
+  $sudo "$PEERS_OPT/venv/bin/pip" install -q --disable-pip-version-check 'moto[server]' boto3
+fi
 echo "peers: $(prometheus --version 2>&1 | head -1)"
 echo "peers: $(etcd --version | head -1)"
 echo "peers: $(nginx -v 2>&1)"
+echo "peers: $(memcached -V)"
+echo "peers: $(cd "$PEERS_OPT/node" && node -e 'console.log("dynalite",require("dynalite/package.json").version,"s3rver",require("s3rver/package.json").version)')"
+echo "peers: moto $("$PEERS_OPT/venv/bin/python" -c 'import moto;print(moto.__version__)')"
