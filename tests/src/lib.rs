@@ -165,3 +165,104 @@ pub fn snappy(data: &[u8]) -> Vec<u8> {
 pub fn unsnappy(data: &[u8]) -> Vec<u8> {
     snap::raw::Decoder::new().decompress_vec(data).expect("snappy body")
 }
+
+/// A remote-write body (block snappy of a Cortex `WriteRequest`) of `series`
+/// series of `metric`, labelled `series="000"`… plus `extra`, each with
+/// `samples` samples one second apart from `from_ms`; sample j of series i
+/// has the value `i * 10_000 + j`, so a reader can check every point.
+pub fn synthetic_write(metric: &str, series: usize, from_ms: i64, samples: usize, extra: &[(&str, &str)]) -> Vec<u8> {
+    use prost::Message;
+    use proto::cortex as pb;
+    let pair = |n: &str, v: &str| pb::LabelPair {
+        name: n.to_string().into_bytes().into(),
+        value: v.to_string().into_bytes().into(),
+    };
+    let ts = (0..series)
+        .map(|i| {
+            let mut labels = vec![pair("__name__", metric), pair("series", &format!("{i:03}"))];
+            labels.extend(extra.iter().map(|(n, v)| pair(n, v)));
+            pb::TimeSeries {
+                labels,
+                samples: (0..samples)
+                    .map(|j| pb::Sample {
+                        value: (i * 10_000 + j) as f64,
+                        timestamp_ms: from_ms + j as i64 * 1000,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    snappy(
+        &pb::WriteRequest {
+            timeseries: ts,
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    )
+}
+
+/// POSTs a remote-write body to `{base}/api/prom/push` as `tenant`; returns (status, body).
+pub async fn push(client: &HttpClient, base: &str, tenant: &str, body: Vec<u8>) -> (u16, String) {
+    let mut headers = vec![
+        ("Content-Encoding", "snappy"),
+        ("Content-Type", "application/x-protobuf"),
+    ];
+    if !tenant.is_empty() {
+        headers.push(("X-Scope-OrgID", tenant));
+    }
+    let (s, _, b) = http(client, "POST", &format!("{base}/api/prom/push"), &headers, body)
+        .await
+        .unwrap();
+    (s, String::from_utf8_lossy(&b).into_owned())
+}
+
+/// A real Prometheus scraping itself every second and remote-writing to
+/// `remote_write_url`. Returns the process and its port.
+pub fn prometheus_sender(dir: &Path, remote_write_url: &str) -> (Proc, u16) {
+    let prometheus = require_binary("prometheus");
+    let port = free_port();
+    let cfg = dir.join("prom-sender.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\nremote_write:\n  - url: {remote_write_url}\n    queue_config:\n      batch_send_deadline: 1s\n"
+        ),
+    )
+    .unwrap();
+    let proc = Proc::start(
+        "prometheus",
+        &prometheus,
+        &[
+            format!("--config.file={}", cfg.display()),
+            format!("--storage.tsdb.path={}", dir.join("prom-sender").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ],
+        dir,
+    );
+    (proc, port)
+}
+
+/// Runs `promtool query instant {api} up` until it shows the sender's own
+/// `up` series with value 1 (or panics after `timeout`); returns promtool's output.
+pub async fn promtool_sees_up(api: &str, sender_port: u16, timeout: Duration, context: impl Fn() -> String) -> String {
+    let promtool = require_binary("promtool");
+    let want = format!("up{{instance=\"127.0.0.1:{sender_port}\", job=\"prometheus\"}} => 1");
+    let deadline = Instant::now() + timeout;
+    loop {
+        let o = Command::new(&promtool)
+            .args(["query", "instant", api, "up"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        if o.status.success() && text.contains(&want) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "promtool never saw {want}; last output: {text} {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -4,7 +4,7 @@
 //! bad flags and config files fail at start with a clear message.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::*;
 use prost::Message;
@@ -71,45 +71,12 @@ async fn prometheus_writes_promtool_reads_bad_input_is_refused() {
         .unwrap_or_else(|e| panic!("{e}\n{}", proc.log_tail()));
 
     // A real Prometheus remote-writing into it, with no tenant header (auth disabled → "fake").
-    let prometheus = require_binary("prometheus");
-    let prom_port = free_port();
-    std::fs::write(
-        dir.path().join("prom.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{prom_port}']\nremote_write:\n  - url: {base}/api/prom/push\n    queue_config:\n      batch_send_deadline: 1s\n"
-        ),
-    )
-    .unwrap();
-    let mut prom = Proc::start(
-        "prometheus",
-        &prometheus,
-        &[
-            format!("--config.file={}", dir.path().join("prom.yml").display()),
-            format!("--storage.tsdb.path={}", dir.path().join("prom").display()),
-            format!("--web.listen-address=127.0.0.1:{prom_port}"),
-        ],
-        dir.path(),
-    );
-    let promtool = require_binary("promtool");
-    let want = format!("up{{instance=\"127.0.0.1:{prom_port}\", job=\"prometheus\"}} => 1");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let o = Command::new(&promtool)
-            .args(["query", "instant", &format!("{base}/api/prom"), "up"])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        if o.status.success() && text.contains(&want) {
-            println!("promtool: {}", text.trim());
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "promtool never saw {want}: {text}\n{}",
-            prom.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let (mut prom, prom_port) = prometheus_sender(dir.path(), &format!("{base}/api/prom/push"));
+    let out = promtool_sees_up(&format!("{base}/api/prom"), prom_port, Duration::from_secs(60), || {
+        prom.log_tail()
+    })
+    .await;
+    println!("promtool: {}", out.trim());
     // Prometheus's own metrics arrived too, with metadata, through the same path.
     let (s, _, b) = http(
         &client,

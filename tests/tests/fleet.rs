@@ -8,8 +8,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::*;
-use prost::Message;
-use proto::cortex as pb;
 
 struct Ports {
     http: u16,
@@ -34,53 +32,6 @@ fn ports() -> Ports {
         http: free_port(),
         grpc: free_port(),
     }
-}
-
-fn write_request(series: usize, from_ms: i64, samples: usize) -> Vec<u8> {
-    let ts = (0..series)
-        .map(|i| pb::TimeSeries {
-            labels: vec![
-                pb::LabelPair {
-                    name: "__name__".into(),
-                    value: "fleet_test_metric".into(),
-                },
-                pb::LabelPair {
-                    name: "series".into(),
-                    value: format!("{i:03}").into_bytes().into(),
-                },
-            ],
-            samples: (0..samples)
-                .map(|j| pb::Sample {
-                    value: (i * 10_000 + j) as f64,
-                    timestamp_ms: from_ms + j as i64 * 1000,
-                })
-                .collect(),
-        })
-        .collect();
-    snappy(
-        &pb::WriteRequest {
-            timeseries: ts,
-            ..Default::default()
-        }
-        .encode_to_vec(),
-    )
-}
-
-async fn push(c: &HttpClient, base: &str, tenant: &str, body: Vec<u8>) -> (u16, String) {
-    let (s, _, b) = http(
-        c,
-        "POST",
-        &format!("{base}/api/prom/push"),
-        &[
-            ("X-Scope-OrgID", tenant),
-            ("Content-Encoding", "snappy"),
-            ("Content-Type", "application/x-protobuf"),
-        ],
-        body,
-    )
-    .await
-    .unwrap();
-    (s, String::from_utf8_lossy(&b).into_owned())
 }
 
 async fn query_json(c: &HttpClient, url: &str, tenant: &str) -> serde_json::Value {
@@ -219,55 +170,34 @@ async fn fleet_on_etcd_survives_kill_9_of_an_ingester() {
     );
     let nginx_url = format!("http://127.0.0.1:{nginx_port}");
 
-    // A real Prometheus scraping itself every second and remote-writing through nginx.
-    let prometheus = require_binary("prometheus");
-    let prom_port = free_port();
-    std::fs::write(
-        dir.path().join("prom.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{prom_port}']\nremote_write:\n  - url: {nginx_url}/api/prom/push\n    queue_config:\n      batch_send_deadline: 1s\n"
-        ),
-    )
-    .unwrap();
-    let mut prom = Proc::start(
-        "prometheus",
-        &prometheus,
-        &[
-            format!("--config.file={}", dir.path().join("prom.yml").display()),
-            format!("--storage.tsdb.path={}", dir.path().join("prom").display()),
-            format!("--web.listen-address=127.0.0.1:{prom_port}"),
-        ],
-        dir.path(),
-    );
-
+    // A real Prometheus scraping itself every second and remote-writing through nginx;
     // promtool reads `up` back through nginx.
-    let promtool = require_binary("promtool");
-    let want = format!("up{{instance=\"127.0.0.1:{prom_port}\", job=\"prometheus\"}} => 1");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let out = loop {
-        let o = Command::new(&promtool)
-            .args(["query", "instant", &format!("{nginx_url}/api/prom"), "up"])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        if o.status.success() && text.contains(&want) {
-            break text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "promtool never saw {want}; last output: {text} {}\nprometheus log:\n{}\ndistributor log:\n{}",
-            String::from_utf8_lossy(&o.stderr),
-            prom.log_tail(),
-            distributor.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let (mut prom, prom_port) = prometheus_sender(dir.path(), &format!("{nginx_url}/api/prom/push"));
+    let out = promtool_sees_up(
+        &format!("{nginx_url}/api/prom"),
+        prom_port,
+        Duration::from_secs(60),
+        || {
+            format!(
+                "prometheus log:\n{}\ndistributor log:\n{}",
+                prom.log_tail(),
+                distributor.log_tail()
+            )
+        },
+    )
+    .await;
     println!("promtool query instant {nginx_url}/api/prom up:\n{}", out.trim());
     prom.terminate(Duration::from_secs(10));
 
     // Our own tenant, known data: 50 series × 60 points, half before the crash, half after.
     let t0 = model::now_ms() - 10 * 60_000;
-    let (s, b) = push(&client, &d_url, "fleet", write_request(50, t0, 30)).await;
+    let (s, b) = push(
+        &client,
+        &d_url,
+        "fleet",
+        synthetic_write("fleet_test_metric", 50, t0, 30, &[]),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
 
     // Tenants see only their own data: tenant "0" (Prometheus via nginx) has no fleet_test_metric,
@@ -293,7 +223,13 @@ async fn fleet_on_etcd_survives_kill_9_of_an_ingester() {
     let (mut victim, _) = ingesters.remove(1);
     victim.kill9();
     for k in 0..10 {
-        let (s, b) = push(&client, &d_url, "fleet", write_request(50, t0 + 30_000 + k * 3_000, 3)).await;
+        let (s, b) = push(
+            &client,
+            &d_url,
+            "fleet",
+            synthetic_write("fleet_test_metric", 50, t0 + 30_000 + k * 3_000, 3, &[]),
+        )
+        .await;
         assert_eq!(s, 200, "push {k} after kill -9: {b}");
     }
     let url = format!(

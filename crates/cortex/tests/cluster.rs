@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use cortex::{start, Config, Running};
-use e2e::{http, http_client, snappy, HttpClient};
-use prost::Message;
-use proto::cortex as pb;
+use e2e::{http, http_client, push, synthetic_write, HttpClient};
 use ring::kv::InMemoryKv;
 
 fn base() -> Config {
@@ -23,57 +21,6 @@ fn base() -> Config {
     lc.heartbeat_period = model::GoDuration::millis(200);
     lc.num_tokens = 64;
     c
-}
-
-fn write_request(tenant_tag: &str, series: usize, from_ms: i64, samples: usize) -> Vec<u8> {
-    let ts = (0..series)
-        .map(|i| pb::TimeSeries {
-            labels: vec![
-                pb::LabelPair {
-                    name: "__name__".into(),
-                    value: "cluster_test_metric".into(),
-                },
-                pb::LabelPair {
-                    name: "series".into(),
-                    value: format!("{i}").into_bytes().into(),
-                },
-                pb::LabelPair {
-                    name: "tag".into(),
-                    value: tenant_tag.to_string().into_bytes().into(),
-                },
-            ],
-            samples: (0..samples)
-                .map(|j| pb::Sample {
-                    value: (i * 1000 + j) as f64,
-                    timestamp_ms: from_ms + j as i64 * 1000,
-                })
-                .collect(),
-        })
-        .collect();
-    snappy(
-        &pb::WriteRequest {
-            timeseries: ts,
-            ..Default::default()
-        }
-        .encode_to_vec(),
-    )
-}
-
-async fn push(c: &HttpClient, d: &Running, tenant: &str, body: Vec<u8>) -> (u16, String) {
-    let (s, _, b) = http(
-        c,
-        "POST",
-        &format!("http://{}/api/prom/push", d.http_addr),
-        &[
-            ("X-Scope-OrgID", tenant),
-            ("Content-Encoding", "snappy"),
-            ("Content-Type", "application/x-protobuf"),
-        ],
-        body,
-    )
-    .await
-    .unwrap();
-    (s, String::from_utf8_lossy(&b).into_owned())
 }
 
 /// Returns (series count, total points) of a range query.
@@ -140,6 +87,7 @@ async fn rf3_survives_an_ingester_stopping_and_keeps_tenants_apart() {
     c.target = "distributor,querier".into();
     let front = start(c, Some(kv.clone())).await.expect("start distributor+querier");
     let client = http_client();
+    let base_url = format!("http://{}", front.http_addr);
     wait_for("3 ACTIVE ingesters", async || {
         active_ingesters(&client, &front).await == 3
     })
@@ -148,11 +96,23 @@ async fn rf3_survives_an_ingester_stopping_and_keeps_tenants_apart() {
     let t0 = model::now_ms() - 600_000;
     // 20 series × 30 samples for tenant a, 5 × 30 for tenant b.
     assert_eq!(
-        push(&client, &front, "tenant-a", write_request("a", 20, t0, 30)).await,
+        push(
+            &client,
+            &base_url,
+            "tenant-a",
+            synthetic_write("cluster_test_metric", 20, t0, 30, &[("tag", "a")])
+        )
+        .await,
         (200, String::new())
     );
     assert_eq!(
-        push(&client, &front, "tenant-b", write_request("b", 5, t0, 30)).await,
+        push(
+            &client,
+            &base_url,
+            "tenant-b",
+            synthetic_write("cluster_test_metric", 5, t0, 30, &[("tag", "b")])
+        )
+        .await,
         (200, String::new())
     );
     // Missing tenant: 401, nothing stored.
@@ -161,7 +121,7 @@ async fn rf3_survives_an_ingester_stopping_and_keeps_tenants_apart() {
         "POST",
         &format!("http://{}/api/prom/push", front.http_addr),
         &[],
-        write_request("x", 1, t0, 1),
+        synthetic_write("cluster_test_metric", 1, t0, 1, &[("tag", "x")]),
     )
     .await
     .unwrap();
@@ -192,7 +152,13 @@ async fn rf3_survives_an_ingester_stopping_and_keeps_tenants_apart() {
     .await;
 
     assert_eq!(
-        push(&client, &front, "tenant-a", write_request("a", 20, t0 + 30_000, 30)).await,
+        push(
+            &client,
+            &base_url,
+            "tenant-a",
+            synthetic_write("cluster_test_metric", 20, t0 + 30_000, 30, &[("tag", "a")])
+        )
+        .await,
         (200, String::new())
     );
     let (n, points, _) = range(&client, &front, "tenant-a", t0, t0 + 59_000).await;
@@ -203,7 +169,13 @@ async fn rf3_survives_an_ingester_stopping_and_keeps_tenants_apart() {
     );
 
     // Out-of-order samples reach the client as the ingesters' 400.
-    let (s, body) = push(&client, &front, "tenant-a", write_request("a", 1, t0, 1)).await;
+    let (s, body) = push(
+        &client,
+        &base_url,
+        "tenant-a",
+        synthetic_write("cluster_test_metric", 1, t0, 1, &[("tag", "a")]),
+    )
+    .await;
     assert_eq!(s, 400, "{body}");
     assert!(body.contains("out of order"), "{body}");
 
