@@ -11,22 +11,28 @@
 //!   (`TransferChunks`) is refused on purpose (see [`grpc`]).
 //! - [`Ingester::http_routes`] adds the debugging push endpoints.
 //!
-//! Durability (WAL) and flushing chunks to the store are not here yet; the
-//! chunk descriptors already carry what they will need.
+//! - Durability: [`wal`] logs every push before it is acknowledged and
+//!   checkpoints memory; [`flush`] cuts and flushes chunks to the store.
 
 mod errors;
+pub mod flush;
 pub mod grpc;
 mod http;
 mod index;
+mod lifecycle;
 mod metrics;
 mod series;
 mod user_state;
+pub mod wal;
 
+#[cfg(test)]
+mod durability_tests;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::AtomicU8;
+use std::sync::{Arc, OnceLock, Weak};
 
 use model::{GoDuration, Labels, Matcher};
 use parking_lot::RwLock;
@@ -62,6 +68,11 @@ pub struct Config {
     pub max_metadata_per_metric: usize,
     /// Metadata not pushed again for this long is forgotten.
     pub metadata_retain_period: GoDuration,
+    /// WAL and checkpoints (`-ingester.wal-*`, `-ingester.checkpoint-*`).
+    pub walconfig: wal::WalConfig,
+    /// Chunk cutting and flushing; its keys sit directly in this section, as in Cortex.
+    #[serde(flatten)]
+    pub flush: flush::FlushConfig,
 }
 
 impl Default for Config {
@@ -76,6 +87,8 @@ impl Default for Config {
             max_metadata_per_user: 8000,
             max_metadata_per_metric: 10,
             metadata_retain_period: GoDuration::secs(600),
+            walconfig: wal::WalConfig::default(),
+            flush: flush::FlushConfig::default(),
         }
     }
 }
@@ -138,7 +151,13 @@ impl Config {
                 })
                 .collect()
         });
-        Self::FLAGS.iter().chain(nested.iter()).copied().collect()
+        Self::FLAGS
+            .iter()
+            .chain(wal::WAL_FLAGS)
+            .chain(flush::FLUSH_FLAGS)
+            .chain(nested.iter())
+            .copied()
+            .collect()
     }
 
     fn series_limits(&self) -> SeriesLimits {
@@ -167,6 +186,14 @@ pub struct Ingester {
     metrics: IngesterMetrics,
     lifecycler: RwLock<Option<Arc<ring::Lifecycler>>>,
     readiness: RwLock<Option<ReadinessCheck>>,
+    flusher: flush::Flusher,
+    wal: OnceLock<Arc<wal::Wal>>,
+    wal_metrics: wal::WalMetrics,
+    /// Service state (lifecycle.rs): starting (WAL replay), running, stopping…
+    state: AtomicU8,
+    started: tokio::sync::Notify,
+    start_error: parking_lot::Mutex<Option<String>>,
+    replay_stats: parking_lot::Mutex<Option<wal::replay::ReplayStats>>,
 }
 
 impl std::fmt::Debug for Ingester {
@@ -186,12 +213,23 @@ impl Ingester {
     /// `rate_update_period` (it stops when the ingester is dropped).
     pub fn new(cfg: Config, metrics: &server::Metrics) -> Arc<Ingester> {
         let ing = Arc::new(Ingester {
+            flusher: flush::Flusher::new(&cfg.flush, metrics),
             cfg,
             users: RwLock::new(HashMap::new()),
             metrics: IngesterMetrics::new(metrics),
             lifecycler: RwLock::new(None),
             readiness: RwLock::new(None),
+            wal: OnceLock::new(),
+            wal_metrics: wal::WalMetrics::new(metrics),
+            state: AtomicU8::new(lifecycle::STARTING),
+            started: tokio::sync::Notify::new(),
+            start_error: parking_lot::Mutex::new(None),
+            replay_stats: parking_lot::Mutex::new(None),
         });
+        ing.start_wal();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            ing.start_flush_loops(&rt);
+        }
         let period = ing.cfg.rate_update_period.0;
         if !period.is_zero() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -236,6 +274,7 @@ impl Ingester {
     /// The lifecycler's readiness if one is set, else the installed check,
     /// else ready.
     pub fn check_ready(&self) -> Result<(), String> {
+        self.state_ready()?;
         if let Some(l) = self.lifecycler() {
             return l.check_ready();
         }
@@ -256,21 +295,35 @@ impl Ingester {
     /// `POST /ingester/push`, `POST /push` (remote-write straight into this
     /// ingester, for debugging) and `GET /ingester/all_user_stats`.
     pub fn http_routes(self: &Arc<Self>) -> axum::Router {
-        http::routes(self.clone())
+        http::routes(self.clone()).merge(flush::routes(self.clone()))
     }
 
     /// Appends a write request for `tenant` (spec §3.2). Every sample is
     /// tried; the first client error is returned as a 400 prefixed
     /// `user=<tenant>: ` after the others were applied.
     pub async fn push(&self, tenant: &str, req: WriteRequest) -> Result<(), HttpError> {
-        self.push_request(tenant, &req)
+        self.check_accepting()?;
+        let wal = self.wal.get();
+        let mut out = PushOutcome {
+            wal: wal.map(|_| wal::WalBatch::new(tenant)),
+            spread_cycle_ms: self.spread_cycle_ms(),
+            ..Default::default()
+        };
+        let result = self.push_request(tenant, &req, &mut out);
+        // Logged after the in-memory append and before the acknowledgement,
+        // even when some samples were rejected: the others were applied.
+        if let (Some(wal), Some(batch)) = (wal, out.wal.take()) {
+            wal.log(&batch)
+                .await
+                .map_err(|e| HttpError::internal(format!("writing to the WAL: {e}")))?;
+        }
+        result
     }
 
-    fn push_request(&self, tenant: &str, req: &WriteRequest) -> Result<(), HttpError> {
+    fn push_request(&self, tenant: &str, req: &WriteRequest, out: &mut PushOutcome) -> Result<(), HttpError> {
         let user = self.user_or_create(tenant);
         let now = model::now_ms();
         let limits = self.cfg.series_limits();
-        let mut out = PushOutcome::default();
         // One scratch buffer per request: label pairs are borrowed from the
         // request, so no per-series or per-sample allocation happens here.
         let mut pairs: Vec<(&[u8], &[u8])> = Vec::new();
@@ -285,13 +338,13 @@ impl Ingester {
             pairs.sort_by(|a, b| a.0.cmp(b.0));
             pairs.dedup_by(|later, earlier| later.0 == earlier.0);
             let fp = model::fingerprint(pairs.iter().copied());
-            user.push_series(fp, &pairs, &ts.samples, limits, now, &mut out);
+            user.push_series(fp, &pairs, &ts.samples, limits, now, out);
         }
         if !req.metadata.is_empty() {
             self.ingest_metadata(&user, &req.metadata, now);
         }
-        self.record_push(&user, req.source, &out);
-        match out.first_error {
+        self.record_push(&user, req.source, out);
+        match out.first_error.take() {
             Some(e) => Err(HttpError::bad_request(format!("user={tenant}: {e}"))),
             None => Ok(()),
         }

@@ -8,6 +8,8 @@
 use chunk::{XorChunk, MAX_SAMPLES_PER_CHUNK};
 use model::Labels;
 
+mod durability;
+
 /// One chunk of a series plus the bookkeeping the flush loop will use.
 #[derive(Clone, Debug)]
 pub(crate) struct ChunkDesc {
@@ -16,9 +18,10 @@ pub(crate) struct ChunkDesc {
     pub(crate) last_time: i64,
     /// Wall-clock time (ms) of the last append, for idle-chunk flushing.
     pub(crate) last_update_ms: i64,
-    /// Set once the chunk is in the chunk store (flush task, later).
-    #[allow(dead_code)]
+    /// Set once the chunk is in the chunk store.
     pub(crate) flushed: bool,
+    /// Why the chunk was closed early (spread flush), reported when flushed.
+    pub(crate) flush_reason: Option<crate::flush::FlushReason>,
 }
 
 impl ChunkDesc {
@@ -29,6 +32,7 @@ impl ChunkDesc {
             last_time: t,
             last_update_ms: now_ms,
             flushed: false,
+            flush_reason: None,
         }
     }
 

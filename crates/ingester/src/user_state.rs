@@ -21,6 +21,9 @@ use crate::index::InvertedIndex;
 use crate::metrics::DiscardReason;
 use crate::series::{AppendError, MemorySeries};
 
+mod durability;
+pub(crate) use durability::SweepStats;
+
 pub(crate) const SERIES_SHARDS: usize = 128;
 
 /// Limits applied when a series is created (0 = unlimited).
@@ -85,6 +88,10 @@ pub(crate) struct PushOutcome {
     pub(crate) first_error: Option<String>,
     pub(crate) series_created: u64,
     pub(crate) chunks_created: u64,
+    /// Input: where to log created series and appended samples (WAL on).
+    pub(crate) wal: Option<crate::wal::WalBatch>,
+    /// Input: the spread-flush cycle (max chunk age) in ms, 0 = off.
+    pub(crate) spread_cycle_ms: i64,
 }
 
 impl PushOutcome {
@@ -253,6 +260,9 @@ impl UserState {
                     }
                 };
                 self.index.add(fp, &labels);
+                if let Some(wal) = out.wal.as_mut() {
+                    wal.add_series(fp, &labels);
+                }
                 out.series_created += 1;
                 let series = MemorySeries::new(labels);
                 match shard.by_fp.entry(fp) {
@@ -273,10 +283,16 @@ impl UserState {
             }
         };
         for s in samples {
+            if out.spread_cycle_ms > 0 {
+                series.cut_for_spread(fp, s.timestamp_ms, out.spread_cycle_ms);
+            }
             match series.append(s.timestamp_ms, s.value, now_ms) {
                 Ok(new_chunk) => {
                     out.appended += 1;
                     out.chunks_created += new_chunk as u64;
+                    if let Some(wal) = out.wal.as_mut() {
+                        wal.add_sample(fp, s.timestamp_ms, s.value);
+                    }
                 }
                 Err(AppendError::Duplicate) => out.fail(DiscardReason::DuplicateSample, 1, String::new),
                 Err(AppendError::OutOfOrder { last_time, time }) => {

@@ -1,0 +1,485 @@
+//! WAL replay, checkpoints, corruption handling and flushing, against real
+//! files in a temporary directory and an in-memory chunk store.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chunk::XorChunk;
+use model::{GoDuration, Matcher};
+use parking_lot::Mutex;
+use proto::cortex::{LabelPair, Sample, TimeSeries, WriteRequest};
+use storage::{ChunkEntry, ChunkStore, StoreError};
+
+use crate::wal::{segment, FsyncPolicy};
+use crate::{Config, Ingester};
+
+fn ts(name: &str, id: usize, samples: &[(i64, f64)]) -> TimeSeries {
+    let pair = |n: &str, v: &str| LabelPair {
+        name: Bytes::copy_from_slice(n.as_bytes()),
+        value: Bytes::copy_from_slice(v.as_bytes()),
+    };
+    TimeSeries {
+        labels: vec![pair("__name__", name), pair("id", &id.to_string())],
+        samples: samples
+            .iter()
+            .map(|&(t, v)| Sample {
+                value: v,
+                timestamp_ms: t,
+            })
+            .collect(),
+    }
+}
+
+fn wal_config(dir: &std::path::Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.walconfig.wal_enabled = true;
+    cfg.walconfig.wal_dir = dir.to_string_lossy().into_owned();
+    cfg.flush.spread_flushes = false;
+    cfg
+}
+
+async fn start(cfg: Config) -> (Arc<Ingester>, server::Metrics) {
+    let metrics = server::Metrics::new();
+    let ing = Ingester::new(cfg, &metrics);
+    ing.wait_started().await.unwrap();
+    (ing, metrics)
+}
+
+/// Pushes `rounds` requests of `series` series, one sample each per round.
+async fn push_rounds(ing: &Ingester, series: usize, rounds: std::ops::Range<i64>) {
+    for r in rounds {
+        let batch = (0..series)
+            .map(|i| ts("m", i, &[(r * 15_000, (i as i64 * 1000 + r) as f64)]))
+            .collect();
+        ing.push(
+            "t1",
+            WriteRequest {
+                timeseries: batch,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Every sample of `t1`, sorted by series id.
+fn dump(ing: &Ingester) -> Vec<(String, Vec<(i64, f64)>)> {
+    let mut out: Vec<_> = ing
+        .query("t1", i64::MIN, i64::MAX, &[Matcher::equal("__name__", "m")])
+        .unwrap()
+        .into_iter()
+        .map(|s| {
+            (
+                s.labels.get("id").to_string(),
+                s.samples.iter().map(|p| (p.t, p.v)).collect(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn expected(series: usize, rounds: std::ops::Range<i64>) -> Vec<(String, Vec<(i64, f64)>)> {
+    let mut out: Vec<_> = (0..series)
+        .map(|i| {
+            (
+                i.to_string(),
+                rounds
+                    .clone()
+                    .map(|r| (r * 15_000, (i as i64 * 1000 + r) as f64))
+                    .collect(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn metric(metrics: &server::Metrics, name: &str) -> f64 {
+    metrics
+        .encode()
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing"))
+}
+
+#[tokio::test]
+async fn every_acknowledged_sample_is_replayed_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (ing, metrics) = start(wal_config(dir.path())).await;
+        push_rounds(&ing, 20, 0..250).await;
+        // A rejected sample is not logged; the accepted ones of the same push are.
+        let err = ing
+            .push(
+                "t1",
+                WriteRequest {
+                    timeseries: vec![ts("m", 0, &[(0, 5.0)]), ts("m", 20, &[(1, 1.0)])],
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, 400);
+        assert!(metric(&metrics, "cortex_ingester_wal_records_logged_total") >= 251.0);
+        assert!(metric(&metrics, "cortex_ingester_wal_logged_bytes_total") > 0.0);
+        // Dropped without any shutdown: as after kill -9.
+    }
+    let (ing, metrics) = start(wal_config(dir.path())).await;
+    let mut want = expected(20, 0..250);
+    want.push(("20".into(), vec![(1, 1.0)]));
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(dump(&ing), want);
+    assert_eq!(ing.num_series("t1"), 21);
+    assert_eq!(metric(&metrics, "cortex_ingester_memory_series"), 21.0);
+    assert_eq!(metric(&metrics, "cortex_ingester_wal_corruptions_total"), 0.0);
+    let stats = ing.replay_stats().unwrap();
+    assert_eq!(stats.samples_appended, 20 * 250 + 1);
+    // The restarted ingester keeps logging into a new segment.
+    push_rounds(&ing, 20, 250..260).await;
+    drop(ing);
+    let (ing, _) = start(wal_config(dir.path())).await;
+    let mut want = expected(20, 0..260);
+    want.push(("20".into(), vec![(1, 1.0)]));
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(dump(&ing), want);
+}
+
+#[tokio::test]
+async fn checkpoints_replace_old_segments_and_replay_continues_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (ing, metrics) = start(wal_config(dir.path())).await;
+        push_rounds(&ing, 10, 0..100).await;
+        let first = ing.checkpoint().unwrap();
+        push_rounds(&ing, 10, 100..200).await;
+        let second = ing.checkpoint().unwrap();
+        push_rounds(&ing, 10, 200..300).await;
+        let third = ing.checkpoint().unwrap();
+        push_rounds(&ing, 10, 300..310).await;
+        assert!(first < second && second < third);
+        assert_eq!(metric(&metrics, "cortex_ingester_checkpoint_creations_total"), 3.0);
+        assert_eq!(metric(&metrics, "cortex_ingester_checkpoint_deletions_total"), 1.0);
+        // Kept: the newest two checkpoints and the segments after the older one.
+        let ckpts = crate::wal::checkpoint::list_checkpoints(dir.path()).unwrap();
+        assert_eq!(ckpts.iter().map(|c| c.0).collect::<Vec<_>>(), vec![second, third]);
+        let segs = segment::list_segments(dir.path()).unwrap();
+        assert!(segs.iter().all(|&s| s > second), "{segs:?}");
+    }
+    let (ing, _) = start(wal_config(dir.path())).await;
+    assert_eq!(dump(&ing), expected(10, 0..310));
+    assert_eq!(ing.replay_stats().unwrap().checkpoint_series, 10);
+}
+
+#[tokio::test]
+async fn a_corrupt_checkpoint_falls_back_to_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let newest;
+    {
+        let (ing, _) = start(wal_config(dir.path())).await;
+        push_rounds(&ing, 5, 0..50).await;
+        ing.checkpoint().unwrap();
+        push_rounds(&ing, 5, 50..100).await;
+        newest = ing.checkpoint().unwrap();
+        push_rounds(&ing, 5, 100..110).await;
+    }
+    let ckpt_dir = dir.path().join(crate::wal::checkpoint::checkpoint_name(newest));
+    let seg = ckpt_dir.join(segment::segment_name(0));
+    let mut data = std::fs::read(&seg).unwrap();
+    data[20] ^= 0xff;
+    std::fs::write(&seg, data).unwrap();
+    let (ing, metrics) = start(wal_config(dir.path())).await;
+    assert_eq!(dump(&ing), expected(5, 0..110));
+    assert_eq!(metric(&metrics, "cortex_ingester_wal_corruptions_total"), 1.0);
+    assert!(!ckpt_dir.exists(), "the corrupt checkpoint is deleted");
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_cut_and_counted_and_everything_before_it_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (ing, _) = start(wal_config(dir.path())).await;
+        push_rounds(&ing, 3, 0..40).await;
+    }
+    let last = *segment::list_segments(dir.path()).unwrap().last().unwrap();
+    let path = dir.path().join(segment::segment_name(last));
+    let mut data = std::fs::read(&path).unwrap();
+    let n = data.len();
+    // Garble the last record's final bytes (the last push: round 39).
+    for b in &mut data[n - 5..] {
+        *b ^= 0xa5;
+    }
+    std::fs::write(&path, data).unwrap();
+    let (ing, metrics) = start(wal_config(dir.path())).await;
+    assert_eq!(metric(&metrics, "cortex_ingester_wal_corruptions_total"), 1.0);
+    assert_eq!(dump(&ing), expected(3, 0..39));
+    // Writing goes on in a new segment; a second restart sees no corruption.
+    push_rounds(&ing, 3, 39..45).await;
+    drop(ing);
+    let (ing, metrics) = start(wal_config(dir.path())).await;
+    assert_eq!(metric(&metrics, "cortex_ingester_wal_corruptions_total"), 0.0);
+    assert_eq!(dump(&ing), expected(3, 0..45));
+}
+
+#[tokio::test]
+async fn fsync_always_and_recover_without_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut cfg = wal_config(dir.path());
+        cfg.walconfig.wal_fsync = FsyncPolicy::Always;
+        let (ing, _) = start(cfg).await;
+        push_rounds(&ing, 2, 0..10).await;
+    }
+    // -ingester.recover-from-wal with writing off: replays, logs nothing new.
+    let mut cfg = wal_config(dir.path());
+    cfg.walconfig.wal_enabled = false;
+    cfg.walconfig.recover_from_wal = true;
+    let (ing, metrics) = start(cfg).await;
+    assert_eq!(dump(&ing), expected(2, 0..10));
+    push_rounds(&ing, 2, 10..11).await;
+    assert_eq!(metric(&metrics, "cortex_ingester_wal_records_logged_total"), 0.0);
+}
+
+/// A chunk store keeping what it is given; fails the first `fail` puts.
+#[derive(Default)]
+struct FakeStore {
+    chunks: Mutex<Vec<ChunkEntry>>,
+    puts: AtomicUsize,
+    fail: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl ChunkStore for FakeStore {
+    async fn put(&self, chunks: Vec<ChunkEntry>) -> Result<(), StoreError> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        if self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError {
+                code: 503,
+                message: "store unavailable".into(),
+            });
+        }
+        self.chunks.lock().extend(chunks);
+        Ok(())
+    }
+
+    async fn get(&self, _: &str, _: i64, _: i64, _: &[Matcher]) -> Result<Vec<ChunkEntry>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+fn flush_config() -> Config {
+    let mut cfg = Config::default();
+    cfg.flush.spread_flushes = false;
+    // Sweeps are driven by the tests.
+    cfg.flush.flush_period = GoDuration::secs(0);
+    cfg.flush.concurrent_flushes = 4;
+    cfg
+}
+
+/// Every stored sample of every series, by series id.
+fn stored(store: &FakeStore) -> Vec<(String, Vec<(i64, f64)>)> {
+    let mut by_id: std::collections::BTreeMap<String, Vec<(i64, f64)>> = Default::default();
+    for c in store.chunks.lock().iter() {
+        assert_eq!(c.encoding, chunk::ENCODING_PROMETHEUS_XOR);
+        assert_eq!(c.tenant, "t1");
+        let x = XorChunk::from_bytes(c.data.clone()).unwrap();
+        assert_eq!(x.first_time(), Some(c.from_ms));
+        assert_eq!(x.last_time(), Some(c.through_ms));
+        by_id
+            .entry(c.labels.get("id").to_string())
+            .or_default()
+            .extend(x.iter());
+    }
+    by_id
+        .into_iter()
+        .map(|(k, mut v)| {
+            v.sort_by_key(|p| p.0);
+            (k, v)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn immediate_flush_stores_every_chunk_then_memory_is_released() {
+    let mut cfg = flush_config();
+    cfg.flush.retain_period = GoDuration::secs(0);
+    let (ing, metrics) = start(cfg).await;
+    let store = Arc::new(FakeStore::default());
+    ing.set_chunk_store(store.clone());
+    push_rounds(&ing, 30, 0..250).await;
+    assert!(ing.flush_and_wait(Duration::from_secs(10)).await);
+    assert_eq!(stored(&store), expected(30, 0..250));
+    assert_eq!(store.chunks.lock().len(), 30 * 3);
+    assert_eq!(
+        metric(&metrics, "cortex_chunk_store_stored_chunks_total{user=\"t1\"}"),
+        90.0
+    );
+    // Flushed chunks stay queryable until the retain period passed …
+    assert_eq!(dump(&ing), expected(30, 0..250));
+    // … then a sweep drops them and removes the empty series and their index entries.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    ing.sweep(false);
+    assert_eq!(ing.num_series("t1"), 0);
+    assert_eq!(ing.num_chunks("t1"), 0);
+    assert!(ing.label_values("t1", "id").is_empty());
+    assert_eq!(metric(&metrics, "cortex_ingester_memory_series"), 0.0);
+    assert_eq!(metric(&metrics, "cortex_ingester_memory_chunks"), 0.0);
+    assert_eq!(
+        metric(&metrics, "cortex_ingester_memory_series_removed_total{user=\"t1\"}"),
+        30.0
+    );
+    // A new sample re-creates the series; a second flush stores only it.
+    push_rounds(&ing, 1, 300..301).await;
+    assert!(ing.flush_and_wait(Duration::from_secs(10)).await);
+    assert_eq!(store.chunks.lock().len(), 91);
+}
+
+#[tokio::test]
+async fn sweeps_flush_full_aged_and_idle_chunks_but_not_the_open_head() {
+    let mut cfg = flush_config();
+    cfg.flush.max_chunk_idle_time = GoDuration(Duration::from_millis(300));
+    cfg.flush.max_chunk_age = GoDuration::secs(3600);
+    let (ing, metrics) = start(cfg).await;
+    let store = Arc::new(FakeStore::default());
+    ing.set_chunk_store(store.clone());
+    // Series 0: 130 samples → a full chunk + an open head (MultipleChunksInSeries).
+    // Series 1: 2 samples 2h apart → one chunk spanning more than max age (Aged).
+    ing.push(
+        "t1",
+        WriteRequest {
+            timeseries: vec![
+                ts("m", 0, &(0..130).map(|i| (i * 15_000, i as f64)).collect::<Vec<_>>()),
+                ts("m", 1, &[(0, 1.0), (7_200_000, 2.0)]),
+            ],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    ing.sweep(false);
+    wait_for(|| store.chunks.lock().len() == 2).await;
+    let got = stored(&store);
+    assert_eq!(got[0].1.len(), 120, "only the full chunk of series 0");
+    assert_eq!(got[1].1, vec![(0, 1.0), (7_200_000, 2.0)]);
+    for reason in ["MultipleChunksInSeries", "Aged"] {
+        let name = format!("cortex_ingester_flushing_enqueued_series_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&metrics, &name), 1.0);
+    }
+    // Queued twice: deduplicated, flushed once.
+    ing.sweep(false);
+    ing.sweep(false);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.chunks.lock().len(), 2);
+    // Once idle, the head of series 0 goes too.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    ing.sweep(false);
+    wait_for(|| store.chunks.lock().len() == 3).await;
+    assert_eq!(stored(&store)[0].1.len(), 130);
+    assert_eq!(
+        metric(
+            &metrics,
+            "cortex_ingester_flushing_enqueued_series_total{reason=\"Idle\"}"
+        ),
+        1.0
+    );
+}
+
+async fn wait_for(cond: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not met in 5s");
+}
+
+#[tokio::test]
+async fn failed_immediate_flushes_are_retried() {
+    let (ing, metrics) = start(flush_config()).await;
+    let store = Arc::new(FakeStore::default());
+    store.fail.store(2, Ordering::SeqCst);
+    ing.set_chunk_store(store.clone());
+    push_rounds(&ing, 1, 0..10).await;
+    assert!(ing.flush_and_wait(Duration::from_secs(10)).await);
+    assert_eq!(store.puts.load(Ordering::SeqCst), 3);
+    assert_eq!(stored(&store), expected(1, 0..10));
+    assert_eq!(
+        metric(
+            &metrics,
+            "cortex_ingester_flushing_dequeued_series_total{outcome=\"error\"}"
+        ),
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn flush_and_shutdown_endpoints() {
+    use tower::ServiceExt;
+    let (ing, _) = start(flush_config()).await;
+    let store = Arc::new(FakeStore::default());
+    ing.set_chunk_store(store.clone());
+    push_rounds(&ing, 4, 0..5).await;
+    let call = |path: &'static str| {
+        let router = ing.http_routes();
+        async move {
+            let req = axum::http::Request::post(path).body(axum::body::Body::empty()).unwrap();
+            router.oneshot(req).await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(call("/ingester/flush").await, 204);
+    wait_for(|| store.chunks.lock().len() == 4).await;
+    push_rounds(&ing, 4, 5..7).await;
+    assert_eq!(call("/shutdown").await, 204);
+    // /shutdown returns once everything is stored.
+    assert_eq!(stored(&store), expected(4, 0..7));
+    assert!(ing.check_ready().is_err());
+    let err = ing
+        .push(
+            "t1",
+            WriteRequest {
+                timeseries: vec![ts("m", 0, &[(1_000_000, 1.0)])],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 503);
+}
+
+#[tokio::test]
+async fn spread_flushes_cut_the_head_at_the_series_slot() {
+    let mut cfg = Config::default();
+    cfg.flush.max_chunk_age = GoDuration::secs(3600);
+    let (ing, _) = start(cfg).await;
+    // Samples every 15s for 2h: each series crosses its slot twice, so
+    // besides 120-sample cuts its chunks end right before each slot.
+    let pts: Vec<_> = (0..480).map(|i| (i * 15_000, i as f64)).collect();
+    ing.push(
+        "t1",
+        WriteRequest {
+            timeseries: vec![ts("m", 0, &pts)],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let fp = ing.user("t1").unwrap().candidate_fingerprints(&[])[0];
+    let slot = (fp % 3_600_000) as i64;
+    let user = ing.user("t1").unwrap();
+    let mut starts = Vec::new();
+    user.for_each_matching(&[fp], &[], |s| starts.extend(s.chunks.iter().map(|c| c.first_time)));
+    let first_at_or_after = |t: i64| pts.iter().map(|p| p.0).find(|&x| x >= t).unwrap();
+    assert!(starts.contains(&first_at_or_after(slot)), "{starts:?} slot {slot}");
+    assert!(starts.contains(&first_at_or_after(slot + 3_600_000)), "{starts:?}");
+    assert_eq!(dump(&ing)[0].1, pts.iter().map(|&(t, v)| (t, v)).collect::<Vec<_>>());
+}
