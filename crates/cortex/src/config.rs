@@ -50,6 +50,9 @@ impl Config {
         lc.min_ready_duration = model::GoDuration::secs(0);
         lc.final_sleep = model::GoDuration::secs(0);
         lc.num_tokens = 512;
+        // Durable by default (design §5): every acknowledged sample survives a crash.
+        c.ingester.walconfig.wal_enabled = true;
+        c.ingester.walconfig.wal_dir = "./data/wal".into();
         c
     }
 

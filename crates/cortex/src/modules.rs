@@ -82,6 +82,7 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
     let mut http = Router::new();
     let mut grpc = tonic::service::RoutesBuilder::default();
     let mut lifecycler: Option<Arc<Lifecycler>> = None;
+    let mut ingester: Option<Arc<ingester::Ingester>> = None;
 
     if roles.contains(&"ingester") {
         let ing = ingester::Ingester::new(cfg.ingester.clone(), &metrics);
@@ -97,6 +98,7 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
         .await?;
         ing.set_lifecycler(lc.clone());
         lifecycler = Some(lc);
+        ingester = Some(ing);
     }
     let ring = Ring::start(ring_cfg, kv.clone(), INGESTER_RING_KEY, "ingester", &metrics).await?;
     http = http.merge(ring.http_routes());
@@ -121,10 +123,12 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
         http = http.merge(q.http_routes());
     }
 
-    let ready: ReadyCheck = match &lifecycler {
-        Some(lc) => {
-            let lc = lc.clone();
-            Arc::new(move || lc.check_ready())
+    // The ingester's readiness covers its WAL replay (which runs while
+    // /metrics already serves) and then its lifecycler's.
+    let ready: ReadyCheck = match &ingester {
+        Some(ing) => {
+            let ing = ing.clone();
+            Arc::new(move || ing.check_ready())
         }
         None => Arc::new(|| Ok(())),
     };
@@ -140,8 +144,14 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let grace = cfg.server.graceful_shutdown_timeout.0;
     let leaving = lifecycler.clone();
+    let stopping_ingester = ingester.clone();
     let shutdown = async move {
         let _ = stop_rx.await;
+        // Without a WAL, chunks are flushed to the store before leaving;
+        // with one, the WAL is fsynced and kept for the next start.
+        if let Some(ing) = stopping_ingester {
+            ing.stop(grace).await;
+        }
         // Leave the ring while still serving, so in-flight requests finish and
         // distributors stop choosing this ingester before it goes away.
         if let Some(lc) = leaving {

@@ -16,6 +16,8 @@ fn base() -> Config {
     c.server.grpc_listen_address = "127.0.0.1".into();
     c.server.grpc_listen_port = 0;
     c.server.graceful_shutdown_timeout = model::GoDuration::secs(5);
+    // In-memory only: the instances of one test process would share ./data/wal.
+    c.ingester.walconfig.wal_enabled = false;
     let lc = &mut c.ingester.lifecycler;
     lc.ring.replication_factor = 3;
     lc.heartbeat_period = model::GoDuration::millis(200);
