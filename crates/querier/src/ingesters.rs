@@ -21,6 +21,8 @@ pub struct IngesterQuerier {
     ring: Ring,
     pool: IngesterPool,
     shard_by_all_labels: bool,
+    /// The chunk store merged into selects (spec §6.1), set once at wiring time.
+    store: std::sync::Arc<std::sync::OnceLock<crate::store::StoreQuerier>>,
 }
 
 impl IngesterQuerier {
@@ -29,7 +31,17 @@ impl IngesterQuerier {
             ring,
             pool,
             shard_by_all_labels,
+            store: Default::default(),
         }
+    }
+
+    /// Merges the chunk store into every select from now on (first call wins).
+    pub fn set_store(&self, store: crate::store::StoreQuerier) {
+        let _ = self.store.set(store);
+    }
+
+    pub fn store(&self) -> Option<&crate::store::StoreQuerier> {
+        self.store.get()
     }
 
     /// With shard-by-metric-name and an equality matcher on `__name__`, only the
@@ -381,12 +393,18 @@ impl promql::Queryable for TenantQueryable<'_> {
         end_ms: i64,
         matchers: &[Matcher],
     ) -> Result<Vec<Series>, promql::StorageError> {
-        self.ingesters
-            .select(self.tenant, start_ms, end_ms, matchers)
+        let unlimited = SampleLimit::new(usize::MAX);
+        crate::store::select_merged(self.ingesters, self.tenant, start_ms, end_ms, matchers, &unlimited)
             .await
-            .map_err(|e| promql::StorageError {
-                code: e.code,
-                message: e.message,
+            .map_err(|e| match e {
+                SelectError::Http(e) => promql::StorageError {
+                    code: e.code,
+                    message: e.message,
+                },
+                SelectError::TooManySamples => promql::StorageError {
+                    code: 422,
+                    message: promql::TooManySamples.to_string(),
+                },
             })
     }
 
@@ -397,11 +415,7 @@ impl promql::Queryable for TenantQueryable<'_> {
         matchers: &[Matcher],
         limit: &SampleLimit,
     ) -> Result<Vec<Series>, promql::PromqlError> {
-        match self
-            .ingesters
-            .select_limited(self.tenant, start_ms, end_ms, matchers, limit)
-            .await
-        {
+        match crate::store::select_merged(self.ingesters, self.tenant, start_ms, end_ms, matchers, limit).await {
             Ok(s) => Ok(s),
             Err(SelectError::TooManySamples) => Err(promql::PromqlError::TooManySamples),
             Err(SelectError::Http(e)) => Err(promql::PromqlError::Storage(promql::StorageError {

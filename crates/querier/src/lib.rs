@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod ingesters;
+pub mod store;
 pub mod json;
 mod params;
 
@@ -30,6 +31,10 @@ pub struct Config {
     pub max_samples: usize,
     pub lookback_delta: GoDuration,
     pub default_evaluation_interval: GoDuration,
+    /// Ask ingesters only for data newer than this (0 = always); spec §6.1.
+    pub query_ingesters_within: GoDuration,
+    /// Ask the chunk store only for queries starting before now − this (0 = always).
+    pub query_store_after: GoDuration,
 }
 
 impl Default for Config {
@@ -40,6 +45,8 @@ impl Default for Config {
             max_samples: 50_000_000,
             lookback_delta: GoDuration::secs(300),
             default_evaluation_interval: GoDuration::secs(60),
+            query_ingesters_within: GoDuration::secs(0),
+            query_store_after: GoDuration::secs(0),
         }
     }
 }
@@ -65,6 +72,16 @@ pub const FLAGS: &[Flag] = &[
         "querier.default-evaluation-interval",
         "default_evaluation_interval",
         "The default evaluation interval or step size for subqueries.",
+    ),
+    Flag::new(
+        "querier.query-ingesters-within",
+        "query_ingesters_within",
+        "Maximum lookback beyond which queries are not sent to ingester. 0 means all queries are sent to ingester.",
+    ),
+    Flag::new(
+        "querier.query-store-after",
+        "query_store_after",
+        "The time after which a metric should only be queried from storage and not just ingesters. 0 means all queries are sent to store.",
     ),
 ];
 

@@ -477,7 +477,7 @@ impl TableManager {
 
         let mut create_failures = 0;
         for d in &expected {
-            if existing.iter().any(|e| *e == d.name) {
+            if existing.contains(&d.name) {
                 continue;
             }
             match self.client.create_table(d).await {
