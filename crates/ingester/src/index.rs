@@ -1,4 +1,4 @@
-//! Per-tenant inverted index: label name → label value → sorted fingerprints.
+//! Per-tenant inverted index: label name → label value → fingerprints.
 //!
 //! Sharded by fingerprint as Cortex does (32 shards): adding a series touches
 //! one shard, and a lookup intersects postings inside each shard, where all
@@ -36,10 +36,24 @@ fn shard_of(fp: Fingerprint) -> usize {
     (fp % INDEX_SHARDS as u64) as usize
 }
 
-fn insert_sorted(postings: &mut Postings, fp: Fingerprint) {
-    if let Err(pos) = postings.binary_search(&fp) {
-        postings.insert(pos, fp);
+/// Postings are kept in insertion order: fingerprints are random, so keeping
+/// them sorted meant a memmove of half the list per new series (quadratic in
+/// the series of a popular label such as `job`; it was the top cost of series
+/// creation). A lookup copies the postings it reads anyway and sorts the copy.
+/// The last entry is checked so a colliding series adding the same pair right
+/// after does not duplicate it; other duplicates are removed at lookup.
+fn add_posting(postings: &mut Postings, fp: Fingerprint) {
+    if postings.last() != Some(&fp) {
+        postings.push(fp);
     }
+}
+
+/// Sorted, deduplicated copy of `postings`.
+fn sorted_postings(postings: &[Fingerprint]) -> Postings {
+    let mut v = postings.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// Intersection of two sorted, deduplicated lists.
@@ -69,7 +83,7 @@ impl InvertedIndex {
                 None => shard.names.entry(l.name.clone()).or_default(),
             };
             match values.get_mut(l.value.as_str()) {
-                Some(p) => insert_sorted(p, fp),
+                Some(p) => add_posting(p, fp),
                 None => {
                     values.insert(l.value.clone(), vec![fp]);
                 }
@@ -91,9 +105,8 @@ impl InvertedIndex {
                 continue;
             };
             if let Some(p) = values.get_mut(l.value.as_str()) {
-                if let Ok(pos) = p.binary_search(&fp) {
-                    p.remove(pos);
-                }
+                // Removal is rare (idle series): a scan of an unsorted list is fine.
+                p.retain(|&x| x != fp);
                 if p.is_empty() {
                     values.remove(l.value.as_str());
                 }
@@ -123,7 +136,10 @@ impl InvertedIndex {
                     break;
                 };
                 let candidates: Postings = if m.kind == MatchType::Equal {
-                    values.get(m.value.as_str()).cloned().unwrap_or_default()
+                    values
+                        .get(m.value.as_str())
+                        .map(|p| sorted_postings(p))
+                        .unwrap_or_default()
                 } else {
                     let mut fps: Postings = values
                         .iter()
@@ -230,6 +246,24 @@ mod tests {
         assert_eq!(idx.label_values("env"), vec!["prod"]);
         let eq = m(MatchType::Equal, "job", "api");
         assert_eq!(idx.lookup(&[&eq]), vec![1]);
+    }
+
+    #[test]
+    fn unsorted_postings_intersect_correctly() {
+        // Fingerprints arrive in random order and colliding series add the
+        // same pair twice; lookups still see sorted, unique candidates.
+        let idx = InvertedIndex::default();
+        let fps: Vec<Fingerprint> = vec![32 * 9, 32 * 3, 32 * 7, 32, 32 * 5, 32 * 3];
+        for (i, &fp) in fps.iter().enumerate() {
+            let job = if i % 2 == 0 { "a" } else { "b" };
+            idx.add(fp, &Labels::from_pairs([("__name__", "up"), ("job", job)]));
+        }
+        let name = m(MatchType::Equal, "__name__", "up");
+        assert_eq!(idx.lookup(&[&name]), vec![32, 32 * 3, 32 * 5, 32 * 7, 32 * 9]);
+        let b = m(MatchType::Equal, "job", "b");
+        assert_eq!(idx.lookup(&[&name, &b]), vec![32, 32 * 3]);
+        idx.remove(32 * 3, &Labels::from_pairs([("__name__", "up"), ("job", "b")]), &[]);
+        assert_eq!(idx.lookup(&[&name]), vec![32, 32 * 5, 32 * 7, 32 * 9]);
     }
 
     #[test]
