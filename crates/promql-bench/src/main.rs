@@ -288,6 +288,13 @@ async fn main() {
             other => panic!("unknown argument {other:?} (usage: promql-bench --cortex <path> [--reps N])"),
         }
     }
+    // The all-in-one runs in a temporary working directory: resolve its path first.
+    let cortex_bin = std::fs::canonicalize(&cortex_bin).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (build it: cargo build --release --bin cortex)",
+            cortex_bin.display()
+        )
+    });
     let dir = tempfile::tempdir().expect("temp dir");
     let client = http_client();
 

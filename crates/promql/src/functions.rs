@@ -9,7 +9,7 @@ use promql_parser::parser::{Call, Expr};
 use regex::Regex;
 
 use crate::aggregate::{asc_nan_last, desc_nan_last};
-use crate::eval::{from_steps, merge_same_labels, to_steps, Evaluator, Val, DUPLICATE_LABELSET};
+use crate::eval::{merge_same_labels, to_steps, Evaluator, Val, DUPLICATE_LABELSET};
 use crate::plan::Range;
 use crate::PromqlError;
 
@@ -763,37 +763,47 @@ impl Evaluator<'_> {
     fn histogram_quantile(&self, q: &[f64], m: Vec<Series>, r: Range) -> Result<Val, PromqlError> {
         let st = to_steps(m, r);
         // Group key: all labels but `le` (the metric name included); output drops both.
-        let mut keys: Vec<Option<(Labels, f64)>> = Vec::with_capacity(st.labels.len());
+        // Each series' group and bucket bound are found once, not once per step.
+        let mut group_of: HashMap<Labels, usize> = HashMap::new();
+        let mut out: Vec<Series> = Vec::new();
+        let mut bucket_of: Vec<Option<(usize, f64)>> = Vec::with_capacity(st.labels.len());
         for l in &st.labels {
-            let le = l.get("le");
-            match parse_go_float(le) {
-                Some(ub) => {
-                    let mut b = l.to_builder();
-                    b.del("le");
-                    keys.push(Some((b.build(), ub)));
-                }
-                None => keys.push(None),
-            }
-        }
-        let mut out_steps = Vec::with_capacity(st.steps.len());
-        for (si, vec) in st.steps.iter().enumerate() {
-            let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
-            let mut index: HashMap<&Labels, usize> = HashMap::new();
-            for &(i, v) in vec {
-                let Some((key, ub)) = &keys[i as usize] else { continue };
-                let gi = *index.entry(key).or_insert_with(|| {
-                    groups.push((key.clone(), Vec::new()));
-                    groups.len() - 1
+            let Some(ub) = parse_go_float(l.get("le")) else {
+                bucket_of.push(None);
+                continue;
+            };
+            let mut b = l.to_builder();
+            b.del("le");
+            let key = b.build();
+            let g = *group_of.entry(key).or_insert_with_key(|key| {
+                out.push(Series {
+                    labels: key.without_metric_name(),
+                    samples: Vec::new(),
                 });
-                groups[gi].1.push((*ub, v));
-            }
-            let mut out = Vec::with_capacity(groups.len());
-            for (l, buckets) in groups {
-                out.push((l.without_metric_name(), bucket_quantile(q[si], buckets)));
-            }
-            out_steps.push(out);
+                out.len() - 1
+            });
+            bucket_of.push(Some((g, ub)));
         }
-        Ok(Val::Vector(from_steps(out_steps, r)?))
+        let mut buckets: Vec<Vec<(f64, f64)>> = vec![Vec::new(); out.len()];
+        let mut touched: Vec<usize> = Vec::new();
+        for (si, vec) in st.steps.iter().enumerate() {
+            self.check_deadline()?;
+            for &(i, v) in vec {
+                let Some((g, ub)) = bucket_of[i as usize] else { continue };
+                if buckets[g].is_empty() {
+                    touched.push(g);
+                }
+                buckets[g].push((ub, v));
+            }
+            let t = r.ts(si);
+            for &g in &touched {
+                let v = bucket_quantile(q[si], std::mem::take(&mut buckets[g]));
+                out[g].samples.push(Sample { t, v });
+            }
+            touched.clear();
+        }
+        // Groups whose label sets differ only by the metric name collide once it is dropped.
+        Ok(Val::Vector(merge_same_labels(out)?))
     }
 }
 
