@@ -5,8 +5,10 @@
 //!
 //! - [`config`]: the one config tree and flag table.
 //! - [`modules`]: wiring roles, servers and the ring together.
+//! - [`local_push`]: distributor → same-process ingester without loopback gRPC.
 
 pub mod config;
+pub mod local_push;
 pub mod modules;
 
 use std::process::ExitCode;
