@@ -7,7 +7,7 @@ export CARGO_TERM_COLOR ?= never
 ARGS ?=
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: build release run test lint e2e ci peers promqltest fmt bench-promql bench
+.PHONY: build release run test lint e2e ci peers promqltest fmt bench-promql bench bench-chunks
 
 build:
 	$(CARGO) build --workspace --bins
@@ -47,5 +47,10 @@ fmt:
 #   SERIES=200000 SAMPLES_PER_SERIES=10 BATCH=1000 CONCURRENCY=4 make bench
 bench:
 	CARGO=$(CARGO) bash scripts/bench-ingest.sh
+
+# Bytes per sample of flushed chunks for node-exporter-like data (not part of ci):
+#   HOSTS=50 HOURS=4 make bench-chunks
+bench-chunks:
+	$(CARGO) run --release -q -p ingester --example bench_chunks
 
 ci: lint test e2e
