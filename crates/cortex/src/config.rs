@@ -6,7 +6,7 @@ use server::config::{ConfigError, Flag};
 use server::http::{ServerConfig, SERVER_FLAGS};
 
 /// Roles `-target=all` runs.
-pub const ALL_ROLES: &[&str] = &["distributor", "ingester", "querier"];
+pub const ALL_ROLES: &[&str] = &["distributor", "ingester", "querier", "table-manager"];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -19,6 +19,8 @@ pub struct Config {
     pub limits: distributor::Limits,
     pub ingester: ingester::Config,
     pub querier: querier::Config,
+    pub storage: storage::StorageConfig,
+    pub table_manager: storage::table_manager::TableManagerConfig,
 }
 
 impl Default for Config {
@@ -32,6 +34,8 @@ impl Default for Config {
             limits: distributor::Limits::default(),
             ingester: ingester::Config::default(),
             querier: querier::Config::default(),
+            storage: storage::StorageConfig::default(),
+            table_manager: storage::table_manager::TableManagerConfig::default(),
         }
     }
 }
@@ -96,7 +100,7 @@ pub fn flags() -> Vec<Flag> {
         Flag::new(
             "target",
             "target",
-            "Comma-separated list of roles to run: all, distributor, ingester, querier.",
+            "Comma-separated list of roles to run: all, distributor, ingester, querier, table-manager.",
         ),
         Flag::new(
             "auth.enabled",
@@ -111,6 +115,8 @@ pub fn flags() -> Vec<Flag> {
         ("limits", distributor::LIMITS_FLAGS),
         ("ingester", &ingester_flags),
         ("querier", querier::FLAGS),
+        ("storage", storage::config::FLAGS),
+        ("table_manager", storage::table_manager::FLAGS),
     ];
     for (section, flags) in sections {
         for f in *flags {

@@ -26,6 +26,10 @@ pub enum StartError {
     Kv(#[from] ring::kv::KvError),
     #[error("ring: {0}")]
     Ring(#[from] ring::RingError),
+    #[error("chunk store: {0}")]
+    Store(#[from] storage::StoreError),
+    #[error("table-manager: {0}")]
+    TableManager(#[from] storage::table_manager::TableManagerConfigError),
 }
 
 /// A started process (or in-process instance, in tests).
@@ -79,6 +83,37 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
         None => ring::kv::new_client(&ring_cfg.kvstore, &metrics).await?,
     };
     let pool = IngesterPool::new(Duration::from_secs(5));
+    // The chunk store (spec §4): ingesters flush into it, queriers read it, the table-manager
+    // keeps its tables. Opened once per process: the embedded index is single-owner.
+    let needs_store = roles.iter().any(|r| matches!(*r, "ingester" | "querier"));
+    let (chunk_store, backends) = if needs_store {
+        let (s, b) = storage::build_store(&cfg.storage, &metrics).await?;
+        (Some(s), b)
+    } else if roles.contains(&"table-manager") {
+        let schema = cfg.storage.schema()?;
+        (
+            None,
+            storage::config::Backends::open(&cfg.storage, &schema, &metrics).await?,
+        )
+    } else {
+        (None, storage::config::Backends::default())
+    };
+    let mut table_manager_task: Option<JoinHandle<()>> = None;
+    if roles.contains(&"table-manager") {
+        let schema = cfg.storage.schema()?;
+        let client: Option<Arc<dyn storage::table_manager::TableClient>> = if let Some(d) = &backends.dynamo {
+            Some(d.clone())
+        } else {
+            backends
+                .embedded
+                .clone()
+                .map(|e| Arc::new(e) as Arc<dyn storage::table_manager::TableClient>)
+        };
+        if let Some(client) = client {
+            let tm = storage::table_manager::TableManager::new(cfg.table_manager.clone(), schema, client, &metrics)?;
+            table_manager_task = Some(tm.spawn());
+        }
+    }
     let mut http = Router::new();
     let mut grpc = tonic::service::RoutesBuilder::default();
     let mut lifecycler: Option<Arc<Lifecycler>> = None;
@@ -86,6 +121,9 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
 
     if roles.contains(&"ingester") {
         let ing = ingester::Ingester::new(cfg.ingester.clone(), &metrics);
+        if let Some(store) = &chunk_store {
+            ing.set_chunk_store(store.clone());
+        }
         grpc.add_service(ing.grpc_service());
         http = http.merge(ing.http_routes());
         let lc = Lifecycler::start(
@@ -120,6 +158,13 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
             cfg.distributor.shard_by_all_labels,
             &metrics,
         );
+        if let (Some(store), Some(ingesters)) = (&chunk_store, q.ingesters()) {
+            ingesters.set_store(querier::store::StoreQuerier::new(
+                store.clone(),
+                cfg.querier.query_ingesters_within.as_millis(),
+                cfg.querier.query_store_after.as_millis(),
+            ));
+        }
         http = http.merge(q.http_routes());
     }
 
@@ -164,6 +209,9 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
             tracing::error!(error = %e, "server error");
         }
         drop(ring);
+        if let Some(t) = table_manager_task {
+            t.abort();
+        }
         tracing::info!("Cortex stopped");
     });
     Ok(Running {

@@ -18,6 +18,11 @@ fn base() -> Config {
     c.server.graceful_shutdown_timeout = model::GoDuration::secs(5);
     // In-memory only: the instances of one test process would share ./data/wal.
     c.ingester.walconfig.wal_enabled = false;
+    // Ingesters flush to the chunk store when they stop: keep it out of the source tree and
+    // away from other runs.
+    let store = std::env::temp_dir().join(format!("cortex-cluster-test-{}", std::process::id()));
+    c.storage.boltdb_directory = store.join("index").display().to_string();
+    c.storage.filesystem_directory = store.join("chunks").display().to_string();
     let lc = &mut c.ingester.lifecycler;
     lc.ring.replication_factor = 3;
     lc.heartbeat_period = model::GoDuration::millis(200);

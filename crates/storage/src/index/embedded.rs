@@ -4,8 +4,9 @@
 //! Hash keys never contain NUL (tenant IDs, metric and label names, series IDs), so the separator is
 //! unambiguous and a hash row is one contiguous key prefix.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::Bytes;
 use fjall::{Database, KeyspaceCreateOptions, PersistMode};
@@ -14,9 +15,18 @@ use super::{IndexClient, IndexRow};
 use crate::schema::{IndexEntry, IndexQuery};
 use crate::StoreError;
 
+/// The directory is opened lazily: reads of a store nobody wrote yet find nothing without
+/// creating files, and several in-process instances (tests) share one database per directory,
+/// since fjall allows one owner per directory.
 #[derive(Clone)]
 pub struct EmbeddedIndex {
-    db: Arc<Database>,
+    dir: PathBuf,
+    db: Arc<OnceLock<Arc<Database>>>,
+}
+
+fn registry() -> &'static parking_lot::Mutex<HashMap<PathBuf, Weak<Database>>> {
+    static OPEN: OnceLock<parking_lot::Mutex<HashMap<PathBuf, Weak<Database>>>> = OnceLock::new();
+    OPEN.get_or_init(Default::default)
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -27,10 +37,43 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 const TABLE_MARKER: &str = "__tables";
 
 impl EmbeddedIndex {
+    /// An index in `dir`; nothing is created until the first write.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(err)?;
-        let db = Database::builder(dir).open().map_err(err)?;
-        Ok(EmbeddedIndex { db: Arc::new(db) })
+        let idx = EmbeddedIndex {
+            dir: dir.to_path_buf(),
+            db: Arc::new(OnceLock::new()),
+        };
+        // An existing index is opened now, so a locked or corrupt one fails at start-up.
+        if dir.exists() {
+            idx.db(true)?;
+        }
+        Ok(idx)
+    }
+
+    /// The database; `None` if it does not exist and `create` is false.
+    fn db(&self, create: bool) -> Result<Option<Arc<Database>>, StoreError> {
+        if let Some(db) = self.db.get() {
+            return Ok(Some(db.clone()));
+        }
+        if !create && !self.dir.exists() {
+            return Ok(None);
+        }
+        std::fs::create_dir_all(&self.dir).map_err(err)?;
+        let key = self.dir.canonicalize().map_err(err)?;
+        let mut open = registry().lock();
+        let db = match open.get(&key).and_then(Weak::upgrade) {
+            Some(db) => db,
+            None => {
+                let db = Arc::new(Database::builder(&key).open().map_err(err)?);
+                open.insert(key, Arc::downgrade(&db));
+                db
+            }
+        };
+        Ok(Some(self.db.get_or_init(|| db).clone()))
+    }
+
+    fn db_for_write(&self) -> Result<Arc<Database>, StoreError> {
+        self.db(true)?.ok_or_else(|| err("index directory unavailable"))
     }
 
     fn row_key(hash: &str, range: &[u8]) -> Vec<u8> {
@@ -42,39 +85,33 @@ impl EmbeddedIndex {
     }
 
     fn write_sync(&self, entries: Vec<IndexEntry>) -> Result<(), StoreError> {
-        let mut batch = self.db.batch();
-        let mut tables: Vec<String> = Vec::new();
-        for e in &entries {
-            if !tables.contains(&e.table) {
-                tables.push(e.table.clone());
-            }
-        }
-        let handles = tables
-            .iter()
-            .map(|t| {
-                self.db
-                    .keyspace(t, KeyspaceCreateOptions::default)
-                    .map(|h| (t.clone(), h))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(err)?;
+        let db = self.db_for_write()?;
+        let mut batch = db.batch();
+        let mut handles: Vec<(String, fjall::Keyspace)> = Vec::new();
         for e in entries {
-            let (_, ks) = handles.iter().find(|(t, _)| *t == e.table).expect("opened above");
-            batch.insert(ks, Self::row_key(&e.hash, &e.range), e.value.to_vec());
+            let pos = match handles.iter().position(|(t, _)| *t == e.table) {
+                Some(p) => p,
+                None => {
+                    let ks = db.keyspace(&e.table, KeyspaceCreateOptions::default).map_err(err)?;
+                    handles.push((e.table.clone(), ks));
+                    handles.len() - 1
+                }
+            };
+            batch.insert(&handles[pos].1, Self::row_key(&e.hash, &e.range), e.value.to_vec());
         }
         batch.commit().map_err(err)?;
         // The ingester acknowledges a flush (and may drop its chunks) after this returns.
-        self.db.persist(PersistMode::SyncData).map_err(err)
+        db.persist(PersistMode::SyncData).map_err(err)
     }
 
     fn query_sync(&self, q: &IndexQuery) -> Result<Vec<IndexRow>, StoreError> {
-        if q.table.is_empty() || q.table.len() > 255 || !self.db.keyspace_exists(&q.table) {
+        let Some(db) = self.db(false)? else {
+            return Ok(Vec::new());
+        };
+        if q.table.is_empty() || q.table.len() > 255 || !db.keyspace_exists(&q.table) {
             return Ok(Vec::new());
         }
-        let ks = self
-            .db
-            .keyspace(&q.table, KeyspaceCreateOptions::default)
-            .map_err(err)?;
+        let ks = db.keyspace(&q.table, KeyspaceCreateOptions::default).map_err(err)?;
         let prefix = Self::row_key(&q.hash, b"");
         let mut out = Vec::new();
         for kv in ks.prefix(&prefix) {
@@ -93,10 +130,10 @@ impl EmbeddedIndex {
     // --- table operations for the table-manager ---
 
     pub fn list_tables(&self) -> Result<Vec<String>, StoreError> {
-        let marker = self
-            .db
-            .keyspace(TABLE_MARKER, KeyspaceCreateOptions::default)
-            .map_err(err)?;
+        let Some(db) = self.db(false)? else {
+            return Ok(Vec::new());
+        };
+        let marker = db.keyspace(TABLE_MARKER, KeyspaceCreateOptions::default).map_err(err)?;
         let mut out = Vec::new();
         for kv in marker.iter() {
             let k = kv.key().map_err(err)?;
@@ -106,24 +143,20 @@ impl EmbeddedIndex {
     }
 
     pub fn create_table(&self, name: &str) -> Result<(), StoreError> {
-        self.db.keyspace(name, KeyspaceCreateOptions::default).map_err(err)?;
-        let marker = self
-            .db
-            .keyspace(TABLE_MARKER, KeyspaceCreateOptions::default)
-            .map_err(err)?;
+        let db = self.db_for_write()?;
+        db.keyspace(name, KeyspaceCreateOptions::default).map_err(err)?;
+        let marker = db.keyspace(TABLE_MARKER, KeyspaceCreateOptions::default).map_err(err)?;
         marker.insert(name, b"").map_err(err)?;
         Ok(())
     }
 
     pub fn delete_table(&self, name: &str) -> Result<(), StoreError> {
-        if self.db.keyspace_exists(name) {
-            let ks = self.db.keyspace(name, KeyspaceCreateOptions::default).map_err(err)?;
-            self.db.delete_keyspace(ks).map_err(err)?;
+        let Some(db) = self.db(false)? else { return Ok(()) };
+        if db.keyspace_exists(name) {
+            let ks = db.keyspace(name, KeyspaceCreateOptions::default).map_err(err)?;
+            db.delete_keyspace(ks).map_err(err)?;
         }
-        let marker = self
-            .db
-            .keyspace(TABLE_MARKER, KeyspaceCreateOptions::default)
-            .map_err(err)?;
+        let marker = db.keyspace(TABLE_MARKER, KeyspaceCreateOptions::default).map_err(err)?;
         marker.remove(name).map_err(err)?;
         Ok(())
     }
@@ -212,6 +245,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(&rows[0][0].value[..], b"4", "rows survive a reopen");
+    }
+
+    #[tokio::test]
+    async fn lazy_and_shared_per_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("idx");
+        let a = EmbeddedIndex::open(&path).unwrap();
+        let q = IndexQuery {
+            table: "t".into(),
+            hash: "h".into(),
+            ..Default::default()
+        };
+        assert!(a.query(std::slice::from_ref(&q)).await.unwrap()[0].is_empty());
+        assert!(!path.exists(), "reads do not create the index");
+        let b = EmbeddedIndex::open(&path).unwrap();
+        a.batch_write(vec![entry("t", "h", b"a\0", b"1")]).await.unwrap();
+        // A second instance in the same process shares the database instead of hitting its lock.
+        assert_eq!(b.query(&[q]).await.unwrap()[0].len(), 1);
     }
 
     #[tokio::test]

@@ -30,9 +30,8 @@ fn escape(component: &str) -> String {
 
 impl FsObjectClient {
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
-        let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::internal(format!("creating {}: {e}", dir.display())))?;
-        Ok(FsObjectClient { dir })
+        // Directories are created by the first write, so a reader creates no files.
+        Ok(FsObjectClient { dir: dir.into() })
     }
 
     pub fn path_for(&self, key: &str) -> PathBuf {

@@ -1,0 +1,4 @@
+//! `table-manager`: the table-manager role alone, on Cortex's defaults.
+fn main() -> std::process::ExitCode {
+    cortex::main_with(cortex::Config::for_role("table-manager"))
+}
