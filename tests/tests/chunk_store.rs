@@ -1,0 +1,290 @@
+//! The chunk store against real peers: dynalite (DynamoDB API), s3rver (S3 API) and memcached,
+//! each started on a free port. Covers the DynamoDB index client (batch writes over 25 items,
+//! paginated queries), the S3 object client, the memcached caches and the table-manager
+//! (create ahead of time, TagResource, retention deletes).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use e2e::{free_port, require_binary, Proc};
+use model::{Labels, Matcher};
+use storage::cache::{Cache, MemcachedClient, MemcachedConfig};
+use storage::table_manager::{TableClient, TableManager, TableManagerConfig};
+use storage::{ChunkEntry, ChunkStore, StorageConfig};
+
+fn node_bin(name: &str) -> PathBuf {
+    let opt = std::env::var("PEERS_OPT").unwrap_or_else(|_| "/opt/peers".into());
+    let p = PathBuf::from(opt).join("node/node_modules/.bin").join(name);
+    assert!(
+        p.exists(),
+        "{name} is not installed: run scripts/install-peers.sh (make e2e does)"
+    );
+    p
+}
+
+async fn wait_tcp(port: u16, what: &str) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not listen on {port}");
+}
+
+struct Peers {
+    _procs: Vec<Proc>,
+    dynamo_port: u16,
+    s3_port: u16,
+    memcached_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_peers() -> Peers {
+    let dir = tempfile::tempdir().unwrap();
+    let (dp, sp, mp) = (free_port(), free_port(), free_port());
+    let dynalite = Proc::start(
+        "dynalite",
+        &node_bin("dynalite"),
+        &[
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            dp.to_string(),
+            "--createTableMs".into(),
+            "10".into(),
+            "--deleteTableMs".into(),
+            "10".into(),
+            "--updateTableMs".into(),
+            "10".into(),
+        ],
+        dir.path(),
+    );
+    std::fs::create_dir_all(dir.path().join("s3")).unwrap();
+    let s3rver = Proc::start(
+        "s3rver",
+        &node_bin("s3rver"),
+        &[
+            "-d".into(),
+            dir.path().join("s3").display().to_string(),
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            sp.to_string(),
+            "--configure-bucket".into(),
+            "cortex-chunks".into(),
+            "--allow-mismatched-signatures".into(),
+        ],
+        dir.path(),
+    );
+    let memcached = Proc::start(
+        "memcached",
+        &require_binary("memcached"),
+        &[
+            "-l".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            mp.to_string(),
+            "-U".into(),
+            "0".into(),
+            "-u".into(),
+            "root".into(),
+        ],
+        dir.path(),
+    );
+    wait_tcp(dp, "dynalite").await;
+    wait_tcp(sp, "s3rver").await;
+    wait_tcp(mp, "memcached").await;
+    Peers {
+        _procs: vec![dynalite, s3rver, memcached],
+        dynamo_port: dp,
+        s3_port: sp,
+        memcached_port: mp,
+        _dir: dir,
+    }
+}
+
+fn storage_config(p: &Peers, schema_file: &str, with_caches: bool) -> StorageConfig {
+    let mut c = StorageConfig {
+        schema_config_file: schema_file.into(),
+        ..Default::default()
+    };
+    c.aws.dynamodb.dynamodb_url = format!("dynamodb://user:pass@127.0.0.1:{}/", p.dynamo_port);
+    c.aws.s3.s3 = format!("http://S3RVER:S3RVER@127.0.0.1:{}/cortex-chunks", p.s3_port);
+    c.aws.s3.s3forcepathstyle = true;
+    if with_caches {
+        let mc = format!("127.0.0.1:{}", p.memcached_port);
+        c.chunk_cache_config.memcached.addresses = mc.clone();
+        c.index_queries_cache_config.memcached.addresses = mc.clone();
+        c.write_dedupe_cache_config.memcached.addresses = mc;
+    }
+    c
+}
+
+fn chunk(tenant: &str, labels: Labels, from: i64) -> ChunkEntry {
+    let mut x = chunk::XorChunk::new();
+    for i in 0..120 {
+        x.append(from + i * 15_000, i as f64);
+    }
+    ChunkEntry {
+        tenant: tenant.into(),
+        fingerprint: model::hash::labels_fingerprint(&labels),
+        labels,
+        from_ms: from,
+        through_ms: from + 119 * 15_000,
+        encoding: chunk::ENCODING_PROMETHEUS_XOR,
+        data: Bytes::copy_from_slice(x.bytes()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_s3_memcached_and_table_manager() {
+    let peers = start_peers().await;
+    let schema_dir = tempfile::tempdir().unwrap();
+    let schema_file = schema_dir.path().join("schema.yaml");
+    std::fs::write(
+        &schema_file,
+        "configs:
+  - from: 2020-01-06
+    store: aws-dynamo
+    object_store: s3
+    schema: v11
+    index: {prefix: cortex_index_, period: 168h, tags: {env: e2e}}
+    chunks: {prefix: cortex_chunks_, period: 168h}
+",
+    )
+    .unwrap();
+    let schema_file = schema_file.display().to_string();
+    let metrics = server::Metrics::new();
+    let cfg = storage_config(&peers, &schema_file, true);
+
+    // Table-manager: this week's tables (and, with a week's retention, only the recent ones).
+    let schema = cfg.schema().unwrap();
+    let backends = storage::config::Backends::open(&cfg, &schema, &metrics).await.unwrap();
+    let dynamo = backends.dynamo.clone().unwrap();
+    let tm_cfg = TableManagerConfig {
+        retention_period: model::GoDuration(Duration::from_secs(14 * 86_400)),
+        retention_deletes_enabled: true,
+        ..Default::default()
+    };
+    let tm = TableManager::new(tm_cfg, schema.clone(), dynamo.clone(), &metrics).unwrap();
+    let now_s = model::now_ms() / 1000;
+    let week = now_s / (7 * 86_400);
+    // An old table from before the retention period, to be deleted.
+    dynamo
+        .create_table(&storage::table_manager::TableDesc {
+            name: format!("cortex_index_{}", week - 10),
+            provisioned_read: 1,
+            provisioned_write: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let report = tm.sync().await.unwrap();
+    assert!(report.created.contains(&format!("cortex_index_{week}")), "{report:?}");
+    assert!(report.created.contains(&format!("cortex_chunks_{week}")), "{report:?}");
+    assert_eq!(report.deleted, vec![format!("cortex_index_{}", week - 10)]);
+    // DeleteTable is asynchronous (DELETING first).
+    let old = format!("cortex_index_{}", week - 10);
+    let mut gone = false;
+    for _ in 0..100 {
+        if !dynamo.list_tables().await.unwrap().contains(&old) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "{old} deleted");
+    // dynalite ignores Tags on CreateTable: the tags come from TagResource.
+    let mut desc = None;
+    for _ in 0..50 {
+        desc = dynamo.describe_table(&format!("cortex_index_{week}")).await.unwrap();
+        if desc.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let desc = desc.expect("table becomes ACTIVE");
+    assert_eq!(desc.tags.get("env").map(String::as_str), Some("e2e"));
+    assert_eq!((desc.provisioned_read, desc.provisioned_write), (300, 1000));
+
+    // Store: 40 series (more index entries than one BatchWriteItem takes).
+    let (store, _) = storage::build_store(&cfg, &metrics).await.unwrap();
+    let from = model::now_ms() - 3_600_000;
+    let chunks: Vec<ChunkEntry> = (0..40)
+        .map(|i| {
+            chunk(
+                "tenant-1",
+                Labels::from_pairs([
+                    ("__name__", "e2e_metric"),
+                    ("instance", &*format!("i{i}")),
+                    ("job", "e2e"),
+                ]),
+                from,
+            )
+        })
+        .collect();
+    store.put(chunks.clone()).await.unwrap();
+    let got = store
+        .get(
+            "tenant-1",
+            from,
+            from + 3_600_000,
+            &[Matcher::equal("__name__", "e2e_metric")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 40);
+    let one = store
+        .get(
+            "tenant-1",
+            from,
+            from + 3_600_000,
+            &[
+                Matcher::equal("__name__", "e2e_metric"),
+                Matcher::equal("instance", "i7"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].data, chunks[7].data);
+
+    // The chunk cache holds the written chunk under its external key.
+    let mc = MemcachedClient::new(MemcachedConfig {
+        addresses: format!("127.0.0.1:{}", peers.memcached_port),
+        ..Default::default()
+    });
+    let (_, r) = storage::chunk_object::encode_with_ref(&chunks[7]);
+    let hit = mc.fetch(vec![r.external_key()]).await;
+    assert_eq!(hit.found.len(), 1, "chunk cache written through on put");
+
+    // A store without caches reads the same from DynamoDB + S3 alone.
+    let bare = storage_config(&peers, &schema_file, false);
+    let (bare_store, _) = storage::build_store(&bare, &server::Metrics::new()).await.unwrap();
+    let got = bare_store
+        .get(
+            "tenant-1",
+            from,
+            from + 3_600_000,
+            &[Matcher::equal("__name__", "e2e_metric"), Matcher::equal("job", "e2e")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 40);
+    assert!(bare_store
+        .get(
+            "tenant-2",
+            from,
+            from + 3_600_000,
+            &[Matcher::equal("__name__", "e2e_metric")]
+        )
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Re-putting the same chunks is deduplicated by the chunk cache (another replica's flush).
+    store.put(chunks).await.unwrap();
+    assert!(metrics.encode().contains("cortex_chunk_store_deduped_chunks_total 40"));
+}
