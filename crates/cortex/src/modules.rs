@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::local_push::LocalFirstPusher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -117,6 +118,8 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
     let mut http = Router::new();
     let mut grpc = tonic::service::RoutesBuilder::default();
     let mut lifecycler: Option<Arc<Lifecycler>> = None;
+    // This process's ingester and the address it advertises in the ring.
+    let mut local_ingester: Option<(Arc<ingester::Ingester>, String)> = None;
     let mut ingester: Option<Arc<ingester::Ingester>> = None;
 
     if roles.contains(&"ingester") {
@@ -135,17 +138,23 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
         )
         .await?;
         ing.set_lifecycler(lc.clone());
+        local_ingester = Some((ing.clone(), lc.addr().to_string()));
         lifecycler = Some(lc);
         ingester = Some(ing);
     }
     let ring = Ring::start(ring_cfg, kv.clone(), INGESTER_RING_KEY, "ingester", &metrics).await?;
     http = http.merge(ring.http_routes());
     if roles.contains(&"distributor") {
-        let d = distributor::Distributor::new(
+        // Pushes to this process's own ingester skip the loopback gRPC hop.
+        let pusher: Arc<dyn distributor::IngesterPusher> = match &local_ingester {
+            Some((ing, addr)) => Arc::new(LocalFirstPusher::new(addr.clone(), ing.clone(), pool.clone())),
+            None => Arc::new(pool.clone()),
+        };
+        let d = distributor::Distributor::with_replica_picker(
             cfg.distributor.clone(),
             cfg.limits.clone(),
-            ring.clone(),
-            pool.clone(),
+            Arc::new(ring.clone()),
+            pusher,
             &metrics,
         );
         http = http.merge(d.http_routes());
