@@ -311,6 +311,12 @@ pub async fn serve(
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut rx_http = rx.clone();
     let mut rx_grpc = rx;
+    // Without TCP_NODELAY, small responses wait for the peer's delayed ACK
+    // (Nagle): ~40 ms added to every query and push.
+    use axum::serve::ListenerExt;
+    let http_listener = http_listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, http.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
@@ -318,7 +324,8 @@ pub async fn serve(
             })
             .await
     });
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    // `Server::tcp_nodelay` only applies to listeners tonic binds itself.
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let grpc_task = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
