@@ -111,9 +111,12 @@ for target in $TARGETS; do
         -ingester.max-series-per-user=0 -ingester.max-series-per-metric=0 -log.level=warn) >"$work/server.log" 2>&1 &
       server_pid=$!
       wait_ready "http://127.0.0.1:$port/ready"
-      if "$CORTEX" -help 2>&1 | grep -q 'ingester.wal'; then wal="WAL on"; else wal="no WAL yet: in-memory only"; fi
+      # Captured first: `grep -q` closing the pipe early would fail it under pipefail.
+      help=$("$CORTEX" -help 2>&1 || true)
+      if grep -q -- '-ingester.wal-enabled' <<<"$help"; then wal="WAL on (defaults: ./data/wal, fsync interval)"; else wal="no WAL yet: in-memory only"; fi
       echo "cortex: all-in-one, RF 1, $wal"
       measure cortex "http://127.0.0.1:$port/api/v1/push"
+      if [ -d "$work/cortex/data/wal" ]; then echo "cortex: WAL after load: $(du -sh "$work/cortex/data/wal" | cut -f1)"; fi
       ;;
     *) echo "bench: unknown target $target" >&2; exit 2 ;;
   esac
