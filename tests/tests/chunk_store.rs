@@ -435,3 +435,118 @@ async fn allinone_flushes_to_dynamodb_and_s3_and_reads_back_after_wal_loss() {
     assert_eq!(after, before, "{}", proc.log_tail());
     proc.terminate(Duration::from_secs(15));
 }
+
+/// The same DynamoDB + S3 paths against moto, a second, higher-fidelity
+/// implementation of both APIs (slower, so a small data set): table-manager
+/// creates the tables, the store writes and reads 30 series back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moto_second_opinion_on_dynamodb_and_s3() {
+    let opt = std::env::var("PEERS_OPT").unwrap_or_else(|_| "/opt/peers".into());
+    let moto_bin = PathBuf::from(opt).join("venv/bin/moto_server");
+    assert!(
+        moto_bin.exists(),
+        "moto is not installed: run scripts/install-peers.sh (make e2e does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _moto = Proc::start(
+        "moto",
+        &moto_bin,
+        &["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string()],
+        dir.path(),
+    );
+    wait_tcp(port, "moto").await;
+    // moto starts with no buckets; S3 CreateBucket is a path-style PUT it accepts unsigned.
+    let client = e2e::http_client();
+    let mut created = false;
+    for _ in 0..100 {
+        if let Ok((s, _, _)) = e2e::http(
+            &client,
+            "PUT",
+            &format!("http://127.0.0.1:{port}/cortex-chunks"),
+            &[],
+            vec![],
+        )
+        .await
+        {
+            if s == 200 {
+                created = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(created, "moto bucket cortex-chunks created");
+
+    let schema_file = dir.path().join("schema.yaml");
+    std::fs::write(
+        &schema_file,
+        "configs:
+  - from: 2020-01-06
+    store: aws-dynamo
+    object_store: s3
+    schema: v11
+    index: {prefix: moto_index_, period: 168h}
+    chunks: {prefix: moto_chunks_, period: 168h}
+",
+    )
+    .unwrap();
+    let mut cfg = StorageConfig {
+        schema_config_file: schema_file.display().to_string(),
+        ..Default::default()
+    };
+    // moto takes any credentials but needs a real region name (us-east-1 by default here).
+    cfg.aws.dynamodb.dynamodb_url = format!("dynamodb://key:secret@127.0.0.1:{port}/");
+    cfg.aws.s3.s3 = format!("http://key:secret@127.0.0.1:{port}/cortex-chunks");
+    cfg.aws.s3.s3forcepathstyle = true;
+    let metrics = server::Metrics::new();
+    let schema = cfg.schema().unwrap();
+    let backends = storage::config::Backends::open(&cfg, &schema, &metrics).await.unwrap();
+    let dynamo = backends.dynamo.clone().unwrap();
+    let tm = TableManager::new(TableManagerConfig::default(), schema.clone(), dynamo.clone(), &metrics).unwrap();
+    let report = tm.sync().await.unwrap();
+    let week = model::now_ms() / 1000 / (7 * 86_400);
+    assert!(report.created.contains(&format!("moto_index_{week}")), "{report:?}");
+    assert!(dynamo
+        .list_tables()
+        .await
+        .unwrap()
+        .contains(&format!("moto_index_{week}")));
+
+    let (store, _) = storage::build_store(&cfg, &metrics).await.unwrap();
+    let from = model::now_ms() - 3_600_000;
+    let chunks: Vec<ChunkEntry> = (0..30)
+        .map(|i| {
+            chunk(
+                "tenant-m",
+                Labels::from_pairs([("__name__", "moto_metric"), ("instance", &*format!("i{i}"))]),
+                from,
+            )
+        })
+        .collect();
+    store.put(chunks.clone()).await.unwrap();
+    let got = store
+        .get(
+            "tenant-m",
+            from,
+            from + 3_600_000,
+            &[Matcher::equal("__name__", "moto_metric")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 30);
+    let one = store
+        .get(
+            "tenant-m",
+            from,
+            from + 3_600_000,
+            &[
+                Matcher::equal("__name__", "moto_metric"),
+                Matcher::equal("instance", "i3"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].data, chunks[3].data, "chunk bytes round-trip through moto's S3");
+}
