@@ -116,7 +116,14 @@ fn host_labels(h: usize) -> Vec<LabelPair> {
     let ip = format!("10.{}.{}.{}", (h >> 16) & 0xff, (h >> 8) & 0xff, h & 0xff);
     vec![
         pair("cluster", format!("k8s-prod-{cluster:03}")),
-        pair("environment", if cluster.is_multiple_of(3) { "staging" } else { "production" }),
+        pair(
+            "environment",
+            if cluster.is_multiple_of(3) {
+                "staging"
+            } else {
+                "production"
+            },
+        ),
         pair("instance", format!("{ip}:9100")),
         pair("job", "node-exporter"),
         pair("namespace", "monitoring"),

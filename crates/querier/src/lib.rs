@@ -8,9 +8,9 @@
 
 pub mod api;
 pub mod ingesters;
-pub mod store;
 pub mod json;
 mod params;
+pub mod store;
 
 use std::sync::Arc;
 
