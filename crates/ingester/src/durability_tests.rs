@@ -477,7 +477,7 @@ async fn spread_flushes_cut_the_head_at_the_series_slot() {
     let slot = (fp % 3_600_000) as i64;
     let user = ing.user("t1").unwrap();
     let mut starts = Vec::new();
-    user.for_each_matching(&[fp], &[], |s| starts.extend(s.chunks.iter().map(|c| c.first_time)));
+    user.for_each_matching(&[fp], &[], |s, _| starts.extend(s.chunks.iter().map(|c| c.first_time)));
     let first_at_or_after = |t: i64| pts.iter().map(|p| p.0).find(|&x| x >= t).unwrap();
     assert!(starts.contains(&first_at_or_after(slot)), "{starts:?} slot {slot}");
     assert!(starts.contains(&first_at_or_after(slot + 3_600_000)), "{starts:?}");

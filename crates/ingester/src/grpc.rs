@@ -70,7 +70,7 @@ pub fn labels_to_proto(labels: &Labels) -> Vec<LabelPair> {
 
 /// The series with every chunk overlapping `[from, through]`, or `None` if
 /// no chunk does. The open head chunk is sent as a copy of its current bytes.
-fn chunk_series(s: &MemorySeries, from: i64, through: i64) -> Option<TimeSeriesChunk> {
+fn chunk_series(s: &MemorySeries, labels: &Labels, from: i64, through: i64) -> Option<TimeSeriesChunk> {
     let chunks: Vec<Chunk> = s
         .chunks
         .iter()
@@ -88,7 +88,7 @@ fn chunk_series(s: &MemorySeries, from: i64, through: i64) -> Option<TimeSeriesC
     Some(TimeSeriesChunk {
         from_ingester_id: String::new(),
         user_id: String::new(),
-        labels: labels_to_proto(&s.labels),
+        labels: labels_to_proto(labels),
         chunks,
     })
 }
@@ -154,8 +154,8 @@ impl IngesterRpc for IngesterService {
             for window in fps.chunks(QUERY_STREAM_BATCH_SIZE) {
                 // Shard locks are taken and released inside this call; none is
                 // held across the sends below.
-                user.for_each_matching(window, &matchers, |s| {
-                    if let Some(tsc) = chunk_series(s, from, through) {
+                user.for_each_matching(window, &matchers, |s, labels| {
+                    if let Some(tsc) = chunk_series(s, labels, from, through) {
                         batch.push(tsc);
                     }
                 });

@@ -22,6 +22,7 @@ mod index;
 mod lifecycle;
 mod metrics;
 mod series;
+mod symbols;
 mod user_state;
 pub mod wal;
 
@@ -444,7 +445,7 @@ impl Ingester {
         let mut result = Vec::new();
         let mut total_samples = 0usize;
         let mut limit_error: Option<HttpError> = None;
-        user.for_each_matching(&fps, matchers, |s| {
+        user.for_each_matching(&fps, matchers, |s, labels| {
             if limit_error.is_some() {
                 return;
             }
@@ -476,7 +477,7 @@ impl Ingester {
                 return;
             }
             result.push(model::Series {
-                labels: s.labels.clone(),
+                labels: labels.clone(),
                 samples,
             });
         });
@@ -498,9 +499,9 @@ impl Ingester {
         let mut out = Vec::new();
         for matchers in matcher_sets {
             let fps = user.candidate_fingerprints(matchers);
-            user.for_each_matching(&fps, matchers, |s| {
-                if seen.insert(s.labels.clone()) {
-                    out.push(s.labels.clone());
+            user.for_each_matching(&fps, matchers, |_, labels| {
+                if seen.insert(labels.clone()) {
+                    out.push(labels.clone());
                 }
             });
         }
@@ -509,13 +510,15 @@ impl Ingester {
 
     /// Every label name of `tenant`'s series, sorted.
     pub fn label_names(&self, tenant: &str) -> Vec<String> {
-        self.user(tenant).map(|u| u.index.label_names()).unwrap_or_default()
+        self.user(tenant)
+            .map(|u| u.index.label_names(&u.symbols))
+            .unwrap_or_default()
     }
 
     /// Every value of label `name` among `tenant`'s series, sorted.
     pub fn label_values(&self, tenant: &str, name: &str) -> Vec<String> {
         self.user(tenant)
-            .map(|u| u.index.label_values(name))
+            .map(|u| u.index.label_values(&u.symbols, name))
             .unwrap_or_default()
     }
 

@@ -1,4 +1,4 @@
-//! One in-memory series: its labels (stored once, shared by reference count)
+//! One in-memory series: its labels (as ids into the tenant's symbol table)
 //! and its chunks, oldest first, the last one being the open head chunk.
 //!
 //! The structs carry what the later WAL and flush work needs (per-chunk first /
@@ -6,7 +6,8 @@
 //! those can be added without changing the append path.
 
 use chunk::{XorChunk, MAX_SAMPLES_PER_CHUNK};
-use model::Labels;
+
+use crate::symbols::SymbolId;
 
 mod durability;
 
@@ -56,7 +57,9 @@ pub(crate) enum AppendError {
 
 #[derive(Debug)]
 pub(crate) struct MemorySeries {
-    pub(crate) labels: Labels,
+    /// Interned labels, sorted by name: name id, value id, name id, …
+    /// (8 bytes per label; the strings live once in the tenant's table).
+    pub(crate) labels: Box<[SymbolId]>,
     pub(crate) chunks: Vec<ChunkDesc>,
     /// Timestamp and value bits of the last appended sample.
     last: Option<(i64, u64)>,
@@ -65,7 +68,7 @@ pub(crate) struct MemorySeries {
 }
 
 impl MemorySeries {
-    pub(crate) fn new(labels: Labels) -> Self {
+    pub(crate) fn new(labels: Box<[SymbolId]>) -> Self {
         MemorySeries {
             labels,
             chunks: Vec::with_capacity(1),
@@ -103,6 +106,12 @@ impl MemorySeries {
                 .last()
                 .is_none_or(|c| c.chunk.num_samples() >= MAX_SAMPLES_PER_CHUNK);
         if needs_new_chunk {
+            // Grow one chunk at a time: a series holds a handful of chunks
+            // and the default doubling (to 4 at once) would leave most
+            // series with unused chunk descriptors.
+            if self.chunks.len() == self.chunks.capacity() {
+                self.chunks.reserve_exact(1);
+            }
             self.chunks.push(ChunkDesc::new(t, now_ms));
             self.head_closed = false;
         }
@@ -130,7 +139,7 @@ mod tests {
     use super::*;
 
     fn series() -> MemorySeries {
-        MemorySeries::new(Labels::from_pairs([("__name__", "up")]))
+        MemorySeries::new(Box::new([0, 1]))
     }
 
     #[test]

@@ -482,9 +482,9 @@ fn colliding_fingerprints_keep_separate_series() {
     let fps = user.candidate_fingerprints(&all);
     assert_eq!(fps, vec![42]);
     let mut seen = Vec::new();
-    user.for_each_matching(&fps, &all, |s| {
+    user.for_each_matching(&fps, &all, |s, labels| {
         seen.push((
-            s.labels.get("x").to_string(),
+            labels.get("x").to_string(),
             s.chunks[0].chunk.iter().collect::<Vec<_>>(),
         ))
     });
@@ -495,7 +495,7 @@ fn colliding_fingerprints_keep_separate_series() {
     );
     let only_b = [eq("x", "2")];
     let mut hits = 0;
-    user.for_each_matching(&user.candidate_fingerprints(&only_b), &only_b, |_| hits += 1);
+    user.for_each_matching(&user.candidate_fingerprints(&only_b), &only_b, |_, _| hits += 1);
     assert_eq!(hits, 1);
 }
 

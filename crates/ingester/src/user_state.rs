@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use model::{Fingerprint, Label, Labels, Matcher};
+use model::{Fingerprint, Labels, Matcher};
 use parking_lot::Mutex;
 use proto::cortex::MetricMetadata;
 
@@ -20,6 +20,7 @@ use crate::errors::{format_go_float, format_go_time, format_series};
 use crate::index::InvertedIndex;
 use crate::metrics::DiscardReason;
 use crate::series::{AppendError, MemorySeries};
+use crate::symbols::{SymbolId, Symbols, SymbolsRead};
 
 mod durability;
 pub(crate) use durability::SweepStats;
@@ -36,47 +37,85 @@ pub(crate) struct SeriesLimits {
 /// All series sharing one fingerprint: normally one, more on a hash collision.
 struct FpSlot {
     series: MemorySeries,
-    /// Other series whose labels hash to the same fingerprint (rare).
-    collisions: Vec<MemorySeries>,
+    /// Other series whose labels hash to the same fingerprint (rare, hence
+    /// boxed: 8 bytes per series instead of an inline 24-byte `Vec`).
+    #[allow(clippy::box_collection)]
+    collisions: Option<Box<Vec<MemorySeries>>>,
 }
 
 impl FpSlot {
+    fn new(series: MemorySeries) -> Self {
+        FpSlot {
+            series,
+            collisions: None,
+        }
+    }
+
     /// Position of the series with exactly these labels: 0 is the primary
     /// series, i + 1 the i-th collision.
-    fn position(&self, pairs: &[(&[u8], &[u8])]) -> Option<usize> {
-        if labels_equal(&self.series.labels, pairs) {
+    fn position(&self, symbols: &SymbolsRead<'_>, pairs: &[(&[u8], &[u8])]) -> Option<usize> {
+        if symbols.equals(&self.series.labels, pairs) {
             return Some(0);
         }
-        self.collisions
+        self.collisions()
             .iter()
-            .position(|s| labels_equal(&s.labels, pairs))
+            .position(|s| symbols.equals(&s.labels, pairs))
             .map(|i| i + 1)
+    }
+
+    fn collisions(&self) -> &[MemorySeries] {
+        self.collisions.as_deref().map_or(&[], |c| c.as_slice())
+    }
+
+    /// Adds a series whose labels differ but hash to this fingerprint.
+    fn push_collision(&mut self, series: MemorySeries) -> &mut MemorySeries {
+        let c = self.collisions.get_or_insert_with(Default::default);
+        c.push(series);
+        c.last_mut().expect("just pushed")
     }
 
     fn get_mut(&mut self, pos: usize) -> &mut MemorySeries {
         match pos {
             0 => &mut self.series,
-            i => &mut self.collisions[i - 1],
+            i => &mut self.collisions.as_mut().expect("collision position")[i - 1],
         }
     }
 
     fn iter(&self) -> impl Iterator<Item = &MemorySeries> {
-        std::iter::once(&self.series).chain(self.collisions.iter())
+        std::iter::once(&self.series).chain(self.collisions().iter())
     }
 }
 
-#[derive(Default)]
-struct SeriesShard {
-    by_fp: HashMap<Fingerprint, FpSlot>,
+/// Hashes a fingerprint, which is already a hash of the labels, with one
+/// folded multiply instead of SipHash over its bytes. The fold matters: all
+/// fingerprints of one shard share their low bits (`fp % SERIES_SHARDS`), and
+/// the map picks buckets by the low bits of the hash.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FingerprintHasher(u64);
+
+impl std::hash::Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed with this; anything else still works.
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let m = ((n ^ self.0) as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_u128);
+        self.0 = (m as u64) ^ ((m >> 64) as u64);
+    }
 }
 
-/// Does a stored label set equal sorted, deduplicated request pairs?
-fn labels_equal(labels: &Labels, pairs: &[(&[u8], &[u8])]) -> bool {
-    labels.len() == pairs.len()
-        && labels
-            .iter()
-            .zip(pairs)
-            .all(|(l, (n, v))| l.name.as_bytes() == *n && l.value.as_bytes() == *v)
+pub(crate) type FingerprintMap<V> = HashMap<Fingerprint, V, std::hash::BuildHasherDefault<FingerprintHasher>>;
+
+#[derive(Default)]
+struct SeriesShard {
+    by_fp: FingerprintMap<FpSlot>,
 }
 
 /// What one push did for one tenant; folded into metrics and the response.
@@ -201,6 +240,8 @@ impl MetadataStore {
 pub(crate) struct UserState {
     pub(crate) tenant: Arc<str>,
     shards: Box<[Mutex<SeriesShard>]>,
+    /// Label strings of this tenant's series, shared by series and index.
+    pub(crate) symbols: Symbols,
     pub(crate) index: InvertedIndex,
     num_series: AtomicUsize,
     /// Series per metric name; also serialises series creation so limit
@@ -216,6 +257,7 @@ impl UserState {
         UserState {
             tenant,
             shards: (0..SERIES_SHARDS).map(|_| Mutex::new(SeriesShard::default())).collect(),
+            symbols: Symbols::default(),
             index: InvertedIndex::default(),
             num_series: AtomicUsize::new(0),
             creation: Mutex::new(HashMap::new()),
@@ -248,7 +290,10 @@ impl UserState {
             return;
         }
         let mut shard = self.shard(fp).lock();
-        let pos = shard.by_fp.get(&fp).and_then(|slot| slot.position(pairs));
+        let pos = shard
+            .by_fp
+            .get(&fp)
+            .and_then(|slot| slot.position(&self.symbols.read(), pairs));
         let series: &mut MemorySeries = match pos {
             Some(pos) => shard.by_fp.get_mut(&fp).expect("slot exists").get_mut(pos),
             None => {
@@ -261,24 +306,13 @@ impl UserState {
                 };
                 self.index.add(fp, &labels);
                 if let Some(wal) = out.wal.as_mut() {
-                    wal.add_series(fp, &labels);
+                    wal.add_series(fp, pairs);
                 }
                 out.series_created += 1;
                 let series = MemorySeries::new(labels);
                 match shard.by_fp.entry(fp) {
-                    Entry::Occupied(e) => {
-                        let slot = e.into_mut();
-                        slot.collisions.push(series);
-                        slot.collisions.last_mut().expect("just pushed")
-                    }
-                    Entry::Vacant(e) => {
-                        &mut e
-                            .insert(FpSlot {
-                                series,
-                                collisions: Vec::new(),
-                            })
-                            .series
-                    }
+                    Entry::Occupied(e) => e.into_mut().push_collision(series),
+                    Entry::Vacant(e) => &mut e.insert(FpSlot::new(series)).series,
                 }
             }
         };
@@ -301,7 +335,7 @@ impl UserState {
                             "sample timestamp out of order; last timestamp: {}, incoming timestamp: {} for series {}",
                             format_go_time(last_time),
                             format_go_time(time),
-                            format_series(&series.labels)
+                            format_series(&self.symbols.read().labels(&series.labels))
                         )
                     })
                 }
@@ -311,7 +345,7 @@ impl UserState {
                             "sample with repeated timestamp but different value; last value: {}, incoming value: {} for series {}",
                             format_go_float(last_value),
                             format_go_float(value),
-                            format_series(&series.labels)
+                            format_series(&self.symbols.read().labels(&series.labels))
                         )
                     })
                 }
@@ -319,20 +353,17 @@ impl UserState {
         }
     }
 
-    /// Checks the series limits and builds the series' labels, counting it
+    /// Checks the series limits and interns the series' labels, counting it
     /// in on success.
     fn admit_new_series(
         &self,
         pairs: &[(&[u8], &[u8])],
         limits: SeriesLimits,
-    ) -> Result<Labels, (DiscardReason, String)> {
-        let mut owned = Vec::with_capacity(pairs.len());
+    ) -> Result<Box<[SymbolId]>, (DiscardReason, String)> {
+        let mut strs: Vec<(&str, &str)> = Vec::with_capacity(pairs.len());
         for (n, v) in pairs {
             match (std::str::from_utf8(n), std::str::from_utf8(v)) {
-                (Ok(n), Ok(v)) => owned.push(Label {
-                    name: n.to_string(),
-                    value: v.to_string(),
-                }),
+                (Ok(n), Ok(v)) => strs.push((n, v)),
                 _ => {
                     return Err((
                         DiscardReason::InvalidLabels,
@@ -344,8 +375,10 @@ impl UserState {
                 }
             }
         }
-        let labels = Labels::from_sorted(owned);
-        let metric = labels.metric_name();
+        let metric = strs
+            .iter()
+            .find(|(n, _)| *n == model::METRIC_NAME)
+            .map_or("", |(_, v)| *v);
         let mut per_metric = self.creation.lock();
         let user_limit = limits.max_series_per_user;
         if user_limit > 0 && self.num_series.load(Ordering::Relaxed) >= user_limit {
@@ -365,7 +398,7 @@ impl UserState {
                 format!(
                     "per-metric series limit of {metric_limit} exceeded, please contact administrator to raise it \
                      (local limit: {metric_limit} global limit: 0 actual local limit: {metric_limit}) for series {}",
-                    format_series(&labels)
+                    format_series(&Labels::from_pairs(strs.iter().copied()))
                 ),
             ));
         }
@@ -376,7 +409,9 @@ impl UserState {
             }
         }
         self.num_series.fetch_add(1, Ordering::Relaxed);
-        Ok(labels)
+        // Interned under the creation lock, so the count and the references
+        // of one series appear together.
+        Ok(self.symbols.intern_pairs(strs.iter().copied()))
     }
 
     /// Fingerprints of candidate series for `matchers`: from the index when
@@ -391,29 +426,37 @@ impl UserState {
             }
             all
         } else {
-            self.index.lookup(&indexed)
+            self.index.lookup(&self.symbols, &indexed)
         };
         fps.sort_unstable();
         fps.dedup();
         fps
     }
 
-    /// Calls `f` for every series among `fps` whose labels satisfy all
-    /// `matchers`. Each shard lock is held only while its series are visited.
+    /// Calls `f` with every series among `fps` whose labels satisfy all
+    /// `matchers`, and its labels. Each shard lock is held only while its
+    /// series are visited; the symbol table only while labels are resolved.
     pub(crate) fn for_each_matching(
         &self,
         fps: &[Fingerprint],
         matchers: &[Matcher],
-        mut f: impl FnMut(&MemorySeries),
+        mut f: impl FnMut(&MemorySeries, &Labels),
     ) {
+        let mut matched: Vec<(usize, Labels)> = Vec::new();
         for &fp in fps {
             let shard = self.shard(fp).lock();
-            if let Some(slot) = shard.by_fp.get(&fp) {
-                for s in slot.iter() {
-                    if model::matches_all(matchers, &s.labels) {
-                        f(s);
-                    }
-                }
+            let Some(slot) = shard.by_fp.get(&fp) else { continue };
+            {
+                let symbols = self.symbols.read();
+                matched.extend(
+                    slot.iter()
+                        .enumerate()
+                        .filter(|(_, s)| symbols.matches_all(&s.labels, matchers))
+                        .map(|(i, s)| (i, symbols.labels(&s.labels))),
+                );
+            }
+            for (i, labels) in matched.drain(..) {
+                f(slot.iter().nth(i).expect("matched position"), &labels);
             }
         }
     }
@@ -460,5 +503,16 @@ impl std::fmt::Debug for UserState {
             .field("tenant", &self.tenant)
             .field("num_series", &self.num_series())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Every series pays for one map entry of this size (plus the map's
+    /// spare capacity), so growth here multiplies by the series count.
+    #[test]
+    fn per_series_slot_stays_small() {
+        assert!(std::mem::size_of::<super::FpSlot>() <= 80);
+        assert!(std::mem::size_of::<crate::series::MemorySeries>() <= 72);
     }
 }

@@ -10,6 +10,7 @@ use proto::cortex::Chunk;
 use super::{FpSlot, UserState};
 use crate::flush::{FlushPolicy, FlushReason, PendingChunk, PendingSeries};
 use crate::series::{ChunkDesc, MemorySeries};
+use crate::symbols::SymbolId;
 use crate::wal::record::{labels_to_pairs, CheckpointSeries};
 
 /// What a sweep of one tenant did, folded into metrics by the caller.
@@ -38,10 +39,11 @@ impl UserState {
         let shard = self.shards[shard].lock();
         for (&fp, slot) in &shard.by_fp {
             for s in slot.iter() {
+                let labels = self.symbols.read().labels(&s.labels);
                 out.push(CheckpointSeries {
                     user_id: self.tenant.to_string(),
                     fingerprint: fp,
-                    labels: labels_to_pairs(&s.labels),
+                    labels: labels_to_pairs(&labels),
                     chunks: s
                         .chunks
                         .iter()
@@ -62,7 +64,8 @@ impl UserState {
         let n = chunks.len() as u64;
         let mut shard = self.shard(fp).lock();
         if let Some(slot) = shard.by_fp.get_mut(&fp) {
-            if let Some(s) = slot.iter_mut().find(|s| s.labels == labels) {
+            let symbols = self.symbols.read();
+            if let Some(s) = slot.iter_mut().find(|s| symbols.equals_labels(&s.labels, &labels)) {
                 if !s.chunks.is_empty() {
                     return (0, 0);
                 }
@@ -70,24 +73,22 @@ impl UserState {
                 return (0, n);
             }
         }
-        {
+        let ids = {
             let mut per_metric = self.creation.lock();
             *per_metric.entry(labels.metric_name().to_string()).or_insert(0) += 1;
             self.num_series.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        self.index.add(fp, &labels);
-        let mut series = MemorySeries::new(labels);
+            self.symbols
+                .intern_pairs(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+        };
+        self.index.add(fp, &ids);
+        let mut series = MemorySeries::new(ids);
         series.restore_chunks(chunks);
         match shard.by_fp.get_mut(&fp) {
-            Some(slot) => slot.collisions.push(series),
+            Some(slot) => {
+                slot.push_collision(series);
+            }
             None => {
-                shard.by_fp.insert(
-                    fp,
-                    FpSlot {
-                        series,
-                        collisions: Vec::new(),
-                    },
-                );
+                shard.by_fp.insert(fp, FpSlot::new(series));
             }
         }
         (1, n)
@@ -99,7 +100,7 @@ impl UserState {
             .lock()
             .by_fp
             .get(&fp)
-            .map(|slot| slot.series.labels.clone())
+            .map(|slot| self.symbols.read().labels(&slot.series.labels))
     }
 
     /// Sweeps shard `shard`: drops flushed chunks older than the retain
@@ -120,7 +121,7 @@ impl UserState {
         let mut emptied: Vec<Fingerprint> = Vec::new();
         for (&fp, slot) in shard.by_fp.iter_mut() {
             let mut due: Option<(i64, FlushReason)> = None;
-            let mut removed: Vec<Labels> = Vec::new();
+            let mut removed: Vec<Box<[SymbolId]>> = Vec::new();
             for s in slot.iter_mut() {
                 let before = s.chunks.len();
                 let keep_from = s
@@ -152,17 +153,22 @@ impl UserState {
                 ops.push((fp, first, reason));
             }
             if !removed.is_empty() {
-                slot.collisions.retain(|s| !s.chunks.is_empty());
+                if let Some(c) = slot.collisions.as_mut() {
+                    c.retain(|s| !s.chunks.is_empty());
+                }
                 if slot.series.chunks.is_empty() {
-                    match slot.collisions.pop() {
+                    match slot.collisions.as_mut().and_then(|c| c.pop()) {
                         Some(next) => slot.series = next,
                         None => emptied.push(fp),
                     }
                 }
-                let still: Vec<Labels> = if emptied.last() == Some(&fp) {
+                if slot.collisions.as_ref().is_some_and(|c| c.is_empty()) {
+                    slot.collisions = None;
+                }
+                let still: Vec<&[SymbolId]> = if emptied.last() == Some(&fp) {
                     Vec::new()
                 } else {
-                    slot.iter().map(|s| s.labels.clone()).collect()
+                    slot.iter().map(|s| &s.labels[..]).collect()
                 };
                 self.forget_series(fp, &removed, &still);
                 stats.series_removed += removed.len() as u64;
@@ -173,25 +179,27 @@ impl UserState {
         }
     }
 
-    /// Uncounts removed series and takes them out of the index.
-    fn forget_series(&self, fp: Fingerprint, removed: &[Labels], still_present: &[Labels]) {
+    /// Uncounts removed series, takes them out of the index and releases
+    /// their label strings (in that order: index entries must never name a
+    /// released symbol).
+    fn forget_series(&self, fp: Fingerprint, removed: &[Box<[SymbolId]>], still_present: &[&[SymbolId]]) {
         {
             let mut per_metric = self.creation.lock();
-            for l in removed {
-                let metric = l.metric_name();
-                if let Some(n) = per_metric.get_mut(metric) {
+            for ids in removed {
+                let metric = self.symbols.read().value_of(ids, model::METRIC_NAME).to_string();
+                if let Some(n) = per_metric.get_mut(metric.as_str()) {
                     *n -= 1;
                     if *n == 0 {
-                        per_metric.remove(metric);
+                        per_metric.remove(metric.as_str());
                     }
                 }
             }
             self.num_series
                 .fetch_sub(removed.len(), std::sync::atomic::Ordering::Relaxed);
         }
-        let still: Vec<&Labels> = still_present.iter().collect();
-        for l in removed {
-            self.index.remove(fp, l, &still);
+        for ids in removed {
+            self.index.remove(fp, ids, still_present);
+            self.symbols.release(ids);
         }
     }
 
@@ -233,7 +241,7 @@ impl UserState {
                 .collect();
             if !chunks.is_empty() {
                 out.push(PendingSeries {
-                    labels: s.labels.clone(),
+                    labels: self.symbols.read().labels(&s.labels),
                     chunks,
                 });
             }
@@ -246,8 +254,9 @@ impl UserState {
     pub(crate) fn mark_flushed(&self, fp: Fingerprint, flushed: &[PendingSeries], now: i64) {
         let mut shard = self.shard(fp).lock();
         let Some(slot) = shard.by_fp.get_mut(&fp) else { return };
+        let symbols = self.symbols.read();
         for p in flushed {
-            let Some(s) = slot.iter_mut().find(|s| s.labels == p.labels) else {
+            let Some(s) = slot.iter_mut().find(|s| symbols.equals_labels(&s.labels, &p.labels)) else {
                 continue;
             };
             for c in s.chunks.iter_mut() {
@@ -262,6 +271,6 @@ impl UserState {
 
 impl FpSlot {
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut MemorySeries> {
-        std::iter::once(&mut self.series).chain(self.collisions.iter_mut())
+        std::iter::once(&mut self.series).chain(self.collisions.iter_mut().flat_map(|c| c.iter_mut()))
     }
 }

@@ -98,13 +98,14 @@ impl WalBatch {
         }
     }
 
-    pub(crate) fn add_series(&mut self, fp: u64, labels: &Labels) {
+    /// Logs a new series from its label pairs (sorted by name, unique).
+    pub(crate) fn add_series(&mut self, fp: u64, pairs: &[(&[u8], &[u8])]) {
         let b = &mut self.series;
         b.extend_from_slice(&fp.to_be_bytes());
-        put_uvarint(b, labels.len() as u64);
-        for l in labels {
-            put_str(b, l.name.as_bytes());
-            put_str(b, l.value.as_bytes());
+        put_uvarint(b, pairs.len() as u64);
+        for (name, value) in pairs {
+            put_str(b, name);
+            put_str(b, value);
         }
     }
 
@@ -297,14 +298,18 @@ pub(crate) fn decode<'a>(rec: &'a [u8], samples: &mut Vec<RefSample>) -> Result<
 mod tests {
     use super::*;
 
+    fn pairs(l: &Labels) -> Vec<(&[u8], &[u8])> {
+        l.iter().map(|l| (l.name.as_bytes(), l.value.as_bytes())).collect()
+    }
+
     #[test]
     fn series_and_samples_round_trip() {
         let a = Labels::from_pairs([("__name__", "up"), ("job", "api")]);
         let b = Labels::from_pairs([("__name__", "x"), ("ü", "∞")]);
         let mut batch = WalBatch::new("tenant-1");
         assert!(batch.is_empty());
-        batch.add_series(u64::MAX - 3, &a);
-        batch.add_series(7, &b);
+        batch.add_series(u64::MAX - 3, &pairs(&a));
+        batch.add_series(7, &pairs(&b));
         let want = [
             RefSample {
                 fp: u64::MAX - 3,
