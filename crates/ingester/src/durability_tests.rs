@@ -331,6 +331,8 @@ async fn immediate_flush_stores_every_chunk_then_memory_is_released() {
     assert_eq!(ing.num_series("t1"), 0);
     assert_eq!(ing.num_chunks("t1"), 0);
     assert!(ing.label_values("t1", "id").is_empty());
+    // The last users of every label string are gone, and so are the strings.
+    assert_eq!(ing.user("t1").unwrap().symbols.len(), 0);
     assert_eq!(metric(&metrics, "cortex_ingester_memory_series"), 0.0);
     assert_eq!(metric(&metrics, "cortex_ingester_memory_chunks"), 0.0);
     assert_eq!(
