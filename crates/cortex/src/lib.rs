@@ -38,7 +38,7 @@ pub fn main_with(base: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         match modules::start(cfg, None).await {
             Ok(mut running) => {
                 running.stop_on_signal();
@@ -51,5 +51,9 @@ pub fn main_with(base: Config) -> ExitCode {
                 ExitCode::from(1)
             }
         }
-    })
+    });
+    // Servers have drained; don't let a blocking task still in flight (a
+    // store or table operation) hold the exit back.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }

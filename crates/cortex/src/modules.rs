@@ -104,11 +104,17 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
         let schema = cfg.storage.schema()?;
         let client: Option<Arc<dyn storage::table_manager::TableClient>> = if let Some(d) = &backends.dynamo {
             Some(d.clone())
-        } else {
+        } else if cfg.table_manager.retention_deletes_enabled {
+            // The embedded index creates a table on its first write, so creating
+            // every period's table ahead of time (thousands of weekly tables from
+            // a 1970 schema start) buys nothing; here the table-manager only
+            // deletes tables past retention.
             backends
                 .embedded
                 .clone()
                 .map(|e| Arc::new(e) as Arc<dyn storage::table_manager::TableClient>)
+        } else {
+            None
         };
         if let Some(client) = client {
             let tm = storage::table_manager::TableManager::new(cfg.table_manager.clone(), schema, client, &metrics)?;
