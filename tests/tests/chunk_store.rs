@@ -138,6 +138,49 @@ fn chunk(tenant: &str, labels: Labels, from: i64) -> ChunkEntry {
     }
 }
 
+/// Writes one chunk for each of `n` series of `metric` (labelled `instance="i<k>"` plus `extra`),
+/// then reads them back: all by metric name, and one by instance with its exact bytes.
+/// Returns the chunks' start time and the chunks written.
+async fn put_and_read_back(
+    store: &dyn ChunkStore,
+    tenant: &str,
+    metric: &str,
+    n: usize,
+    extra: &[(&str, &str)],
+) -> (i64, Vec<ChunkEntry>) {
+    let from = model::now_ms() - 3_600_000;
+    let chunks: Vec<ChunkEntry> = (0..n)
+        .map(|i| {
+            let instance = format!("i{i}");
+            let mut pairs = vec![("__name__", metric), ("instance", instance.as_str())];
+            pairs.extend_from_slice(extra);
+            chunk(tenant, Labels::from_pairs(pairs), from)
+        })
+        .collect();
+    store.put(chunks.clone()).await.unwrap();
+    let all = store
+        .get(tenant, from, from + 3_600_000, &[Matcher::equal("__name__", metric)])
+        .await
+        .unwrap();
+    assert_eq!(all.len(), n, "every series of {metric} read back");
+    let k = n / 2;
+    let one = store
+        .get(
+            tenant,
+            from,
+            from + 3_600_000,
+            &[
+                Matcher::equal("__name__", metric),
+                Matcher::equal("instance", format!("i{k}")),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].data, chunks[k].data, "chunk bytes round-trip");
+    (from, chunks)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_s3_memcached_and_table_manager() {
     let peers = start_peers().await;
@@ -211,45 +254,7 @@ async fn dynamodb_s3_memcached_and_table_manager() {
 
     // Store: 40 series (more index entries than one BatchWriteItem takes).
     let (store, _) = storage::build_store(&cfg, &metrics).await.unwrap();
-    let from = model::now_ms() - 3_600_000;
-    let chunks: Vec<ChunkEntry> = (0..40)
-        .map(|i| {
-            chunk(
-                "tenant-1",
-                Labels::from_pairs([
-                    ("__name__", "e2e_metric"),
-                    ("instance", &*format!("i{i}")),
-                    ("job", "e2e"),
-                ]),
-                from,
-            )
-        })
-        .collect();
-    store.put(chunks.clone()).await.unwrap();
-    let got = store
-        .get(
-            "tenant-1",
-            from,
-            from + 3_600_000,
-            &[Matcher::equal("__name__", "e2e_metric")],
-        )
-        .await
-        .unwrap();
-    assert_eq!(got.len(), 40);
-    let one = store
-        .get(
-            "tenant-1",
-            from,
-            from + 3_600_000,
-            &[
-                Matcher::equal("__name__", "e2e_metric"),
-                Matcher::equal("instance", "i7"),
-            ],
-        )
-        .await
-        .unwrap();
-    assert_eq!(one.len(), 1);
-    assert_eq!(one[0].data, chunks[7].data);
+    let (from, chunks) = put_and_read_back(store.as_ref(), "tenant-1", "e2e_metric", 40, &[("job", "e2e")]).await;
 
     // The chunk cache holds the written chunk under its external key.
     let mc = MemcachedClient::new(MemcachedConfig {
@@ -514,39 +519,5 @@ async fn moto_second_opinion_on_dynamodb_and_s3() {
         .contains(&format!("moto_index_{week}")));
 
     let (store, _) = storage::build_store(&cfg, &metrics).await.unwrap();
-    let from = model::now_ms() - 3_600_000;
-    let chunks: Vec<ChunkEntry> = (0..30)
-        .map(|i| {
-            chunk(
-                "tenant-m",
-                Labels::from_pairs([("__name__", "moto_metric"), ("instance", &*format!("i{i}"))]),
-                from,
-            )
-        })
-        .collect();
-    store.put(chunks.clone()).await.unwrap();
-    let got = store
-        .get(
-            "tenant-m",
-            from,
-            from + 3_600_000,
-            &[Matcher::equal("__name__", "moto_metric")],
-        )
-        .await
-        .unwrap();
-    assert_eq!(got.len(), 30);
-    let one = store
-        .get(
-            "tenant-m",
-            from,
-            from + 3_600_000,
-            &[
-                Matcher::equal("__name__", "moto_metric"),
-                Matcher::equal("instance", "i3"),
-            ],
-        )
-        .await
-        .unwrap();
-    assert_eq!(one.len(), 1);
-    assert_eq!(one[0].data, chunks[3].data, "chunk bytes round-trip through moto's S3");
+    put_and_read_back(store.as_ref(), "tenant-m", "moto_metric", 30, &[]).await;
 }

@@ -22,7 +22,7 @@ struct Group {
 }
 
 /// The Go strconv.FormatFloat(f, 'f', -1, 64) spelling of a float.
-pub(crate) fn format_float(v: f64) -> String {
+pub fn format_float(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v == f64::INFINITY {

@@ -19,6 +19,9 @@ mod parse_error;
 mod plan;
 pub mod promqltest;
 
+/// Go's `strconv.FormatFloat(v, 'f', -1, 64)` with Prometheus's `NaN`/`+Inf`/`-Inf`: how values are spelled in the API and in labels.
+pub use aggregate::format_float;
+
 use eval::Val;
 
 /// A storage error with an HTTP meaning: 4xx is the user's fault (→ 422), 5xx is ours (→ 500).
