@@ -1,11 +1,10 @@
 //! Reading from ingesters: choose the replicas, fan out, tolerate the
 //! replication set's allowed failures, merge replicas' answers.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use chunk::{XorChunk, ENCODING_PROMETHEUS_XOR};
 use futures::stream::{FuturesUnordered, StreamExt};
 use model::{Labels, Matcher, Sample, Series};
 use promql::{SampleLimit, TooManySamples};
@@ -14,6 +13,8 @@ use proto::cortex::{self as pb, LabelMatcher, LabelPair};
 use ring::{Operation, ReplicationSet, Ring};
 use server::{HttpError, IngesterPool};
 use tonic::transport::Channel;
+
+use crate::merge::{append_in_range, into_series, open_chunk, Gathered};
 
 /// Queries the ingesters that hold a tenant's recent data.
 #[derive(Clone)]
@@ -157,27 +158,17 @@ impl IngesterQuerier {
                 }
             })
             .await?;
-        let mut merged: HashMap<Labels, Vec<Sample>> = HashMap::new();
+        let mut merged = Gathered::new();
         for batch in responses {
             let batch = batch.map_err(|_| SelectError::TooManySamples)?;
             for batch in batch {
                 merge_batch(&mut merged, batch, start, end)?;
             }
         }
-        let mut out: Vec<Series> = merged
-            .into_iter()
-            .filter(|(_, s)| !s.is_empty())
-            .map(|(labels, mut samples)| {
-                // Replicas hold identical samples: keep one per timestamp.
-                samples.sort_by_key(|s| s.t);
-                samples.dedup_by_key(|s| s.t);
-                Series { labels, samples }
-            })
-            .collect();
+        let out = into_series(merged);
         limit
             .add(out.iter().map(|s| s.samples.len()).sum())
             .map_err(|_| SelectError::TooManySamples)?;
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
     }
 
@@ -298,30 +289,11 @@ fn streamed_samples(batch: &pb::QueryStreamResponse) -> usize {
 
 /// Decodes one streamed batch into `merged`, keeping samples in [start, end]. Each chunk
 /// is decoded exactly once per query.
-fn merge_batch(
-    merged: &mut HashMap<Labels, Vec<Sample>>,
-    batch: pb::QueryStreamResponse,
-    start: i64,
-    end: i64,
-) -> Result<(), HttpError> {
+fn merge_batch(merged: &mut Gathered, batch: pb::QueryStreamResponse, start: i64, end: i64) -> Result<(), HttpError> {
     for cs in batch.chunkseries {
         let samples = merged.entry(labels_from_proto(&cs.labels)).or_default();
         for c in cs.chunks {
-            if c.encoding != ENCODING_PROMETHEUS_XOR {
-                return Err(HttpError::internal(format!(
-                    "unsupported chunk encoding {}",
-                    c.encoding
-                )));
-            }
-            let chunk = XorChunk::from_bytes(c.data)
-                .map_err(|e| HttpError::internal(format!("corrupt chunk from ingester: {e}")))?;
-            samples.reserve(chunk.num_samples());
-            samples.extend(
-                chunk
-                    .iter()
-                    .filter(|(t, _)| *t >= start && *t <= end)
-                    .map(|(t, v)| Sample { t, v }),
-            );
+            append_in_range(samples, &open_chunk(c.encoding, c.data, "ingester")?, start, end);
         }
     }
     for ts in batch.timeseries {
@@ -429,6 +401,8 @@ impl promql::Queryable for TenantQueryable<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chunk::{XorChunk, ENCODING_PROMETHEUS_XOR};
+    use std::collections::HashMap;
 
     fn chunk_of(n: i64) -> pb::Chunk {
         let mut c = XorChunk::new();

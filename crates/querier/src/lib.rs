@@ -9,6 +9,7 @@
 pub mod api;
 pub mod ingesters;
 pub mod json;
+mod merge;
 mod params;
 pub mod store;
 

@@ -3,16 +3,15 @@
 //! `start > now − query_store_after`; both answers are merged per series and deduplicated by
 //! timestamp (replicas, and chunks both flushed and still in an ingester's memory).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use chunk::{XorChunk, ENCODING_PROMETHEUS_XOR};
-use model::{Labels, Matcher, Sample, Series};
+use model::{Matcher, Series};
 use promql::SampleLimit;
 use server::HttpError;
 use storage::ChunkStore;
 
 use crate::ingesters::{IngesterQuerier, SelectError};
+use crate::merge::{append_in_range, into_series, open_chunk, Gathered};
 
 /// The store side of a querier.
 #[derive(Clone)]
@@ -47,29 +46,14 @@ impl StoreQuerier {
             .get(tenant, start, end, matchers)
             .await
             .map_err(|e| SelectError::Http(HttpError::new(e.code, e.message)))?;
-        let mut merged: HashMap<Labels, Vec<Sample>> = HashMap::new();
+        let mut merged = Gathered::new();
         for c in chunks {
-            if c.encoding != ENCODING_PROMETHEUS_XOR {
-                return Err(SelectError::Http(HttpError::internal(format!(
-                    "unsupported chunk encoding {} in the store",
-                    c.encoding
-                ))));
-            }
-            let x = XorChunk::from_bytes(c.data)
-                .map_err(|e| SelectError::Http(HttpError::internal(format!("corrupt chunk in the store: {e}"))))?;
+            let x = open_chunk(c.encoding, c.data, "the store").map_err(SelectError::Http)?;
             // Charge before decoding: a query over too much stored data stops here.
             limit.add(x.num_samples()).map_err(|_| SelectError::TooManySamples)?;
-            merged.entry(c.labels).or_default().extend(
-                x.iter()
-                    .filter(|(t, _)| *t >= start && *t <= end)
-                    .map(|(t, v)| Sample { t, v }),
-            );
+            append_in_range(merged.entry(c.labels).or_default(), &x, start, end);
         }
-        Ok(merged
-            .into_iter()
-            .filter(|(_, s)| !s.is_empty())
-            .map(|(labels, samples)| Series { labels, samples })
-            .collect())
+        Ok(into_series(merged))
     }
 }
 
@@ -117,26 +101,19 @@ pub fn merge_series(a: Vec<Series>, b: Vec<Series>) -> Vec<Series> {
     if b.is_empty() {
         return a;
     }
-    let mut merged: HashMap<Labels, Vec<Sample>> = HashMap::with_capacity(a.len() + b.len());
+    let mut merged = Gathered::with_capacity(a.len() + b.len());
     for s in a.into_iter().chain(b) {
         merged.entry(s.labels).or_default().extend(s.samples);
     }
-    let mut out: Vec<Series> = merged
-        .into_iter()
-        .map(|(labels, mut samples)| {
-            samples.sort_by_key(|s| s.t);
-            samples.dedup_by_key(|s| s.t);
-            Series { labels, samples }
-        })
-        .collect();
-    out.sort_by(|x, y| x.labels.cmp(&y.labels));
-    out
+    into_series(merged)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use chunk::{XorChunk, ENCODING_PROMETHEUS_XOR};
+    use model::{Labels, Sample};
     use storage::{ChunkEntry, StoreError};
 
     fn series(name: &str, ts: &[i64]) -> Series {
