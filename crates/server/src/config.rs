@@ -48,6 +48,24 @@ pub enum ConfigError {
     Help(String),
 }
 
+/// Joins `const` flag tables into one (`N` must be their total length; checked at
+/// compile time when used in a `const`).
+pub const fn concat_flags<const N: usize>(parts: &[&[Flag]]) -> [Flag; N] {
+    let mut out = [Flag::new("", "", ""); N];
+    let (mut i, mut n) = (0, 0);
+    while i < parts.len() {
+        let mut j = 0;
+        while j < parts[i].len() {
+            out[n] = parts[i][j];
+            n += 1;
+            j += 1;
+        }
+        i += 1;
+    }
+    assert!(n == N, "flag count mismatch");
+    out
+}
+
 /// Loads `C` from defaults, then `-config.file`, then flags.
 pub fn load<C: Serialize + DeserializeOwned + Default>(args: &[String], flags: &[Flag]) -> Result<C, ConfigError> {
     load_from(C::default(), args, flags)

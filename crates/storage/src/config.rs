@@ -98,22 +98,6 @@ impl Default for StorageConfig {
     }
 }
 
-const fn concat_flags<const N: usize>(parts: &[&[Flag]]) -> [Flag; N] {
-    let mut out = [Flag::new("", "", ""); N];
-    let (mut i, mut n) = (0, 0);
-    while i < parts.len() {
-        let mut j = 0;
-        while j < parts[i].len() {
-            out[n] = parts[i][j];
-            n += 1;
-            j += 1;
-        }
-        i += 1;
-    }
-    assert!(n == N, "flag count mismatch");
-    out
-}
-
 const BASE_FLAGS: &[Flag] = &[
     Flag::new("schema-config-file", "schema_config_file", "The path to the schema config file."),
     Flag::new(
@@ -159,7 +143,8 @@ const INDEX_READ_FLAGS: [Flag; 10] = crate::cache_flags!("store.index-cache-read
 const CHUNK_CACHE_FLAGS: [Flag; 10] = crate::cache_flags!("store.chunks-cache", "chunk_cache_config");
 const WRITE_DEDUPE_FLAGS: [Flag; 10] = crate::cache_flags!("store.index-cache-write", "write_dedupe_cache_config");
 
-const ALL_FLAGS: [Flag; 44] = concat_flags(&[BASE_FLAGS, &INDEX_READ_FLAGS, &CHUNK_CACHE_FLAGS, &WRITE_DEDUPE_FLAGS]);
+const ALL_FLAGS: [Flag; 44] =
+    server::config::concat_flags(&[BASE_FLAGS, &INDEX_READ_FLAGS, &CHUNK_CACHE_FLAGS, &WRITE_DEDUPE_FLAGS]);
 
 impl StorageConfig {
     pub const FLAGS: &'static [Flag] = &ALL_FLAGS;

@@ -222,25 +222,8 @@ const BASE_FLAGS: [Flag; 6] = [
     ),
 ];
 
-const fn concat3<const N: usize>(a: &[Flag], b: &[Flag], c: &[Flag]) -> [Flag; N] {
-    let mut out = [Flag::new("", "", ""); N];
-    let mut n = 0;
-    let parts = [a, b, c];
-    let mut i = 0;
-    while i < 3 {
-        let mut j = 0;
-        while j < parts[i].len() {
-            out[n] = parts[i][j];
-            n += 1;
-            j += 1;
-        }
-        i += 1;
-    }
-    assert!(n == N, "flag count mismatch");
-    out
-}
-
-const ALL_FLAGS: [Flag; 18] = concat3(&BASE_FLAGS, &INDEX_PROVISION_FLAGS, &CHUNK_PROVISION_FLAGS);
+const ALL_FLAGS: [Flag; 18] =
+    server::config::concat_flags(&[&BASE_FLAGS, &INDEX_PROVISION_FLAGS, &CHUNK_PROVISION_FLAGS]);
 
 /// `table_manager:` flags, paths relative to the section.
 pub const FLAGS: &[Flag] = &ALL_FLAGS;
