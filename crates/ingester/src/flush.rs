@@ -677,17 +677,7 @@ impl Ingester {
     pub(crate) fn start_flush_loops(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
         let period = self.cfg.flush.flush_period.0;
         if !period.is_zero() {
-            let weak = Arc::downgrade(self);
-            rt.spawn(async move {
-                let mut ticker = tokio::time::interval(period);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                ticker.tick().await;
-                loop {
-                    ticker.tick().await;
-                    let Some(ing) = weak.upgrade() else { break };
-                    ing.sweep(false);
-                }
-            });
+            crate::spawn_every(rt, self, period, |ing| async move { ing.sweep(false) });
         }
         for q in 0..self.flusher.queues.len() {
             let weak = Arc::downgrade(self);

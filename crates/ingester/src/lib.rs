@@ -28,12 +28,13 @@ pub mod wal;
 
 #[cfg(test)]
 mod durability_tests;
+
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU8;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 
 use model::{GoDuration, Labels, Matcher};
 use parking_lot::RwLock;
@@ -234,19 +235,7 @@ impl Ingester {
         let period = ing.cfg.rate_update_period.0;
         if !period.is_zero() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let weak: Weak<Ingester> = Arc::downgrade(&ing);
-                rt.spawn(async move {
-                    let mut ticker = tokio::time::interval(period);
-                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    ticker.tick().await;
-                    loop {
-                        ticker.tick().await;
-                        match weak.upgrade() {
-                            Some(ing) => ing.tick(),
-                            None => break,
-                        }
-                    }
-                });
+                spawn_every(&rt, &ing, period, |ing| async move { ing.tick() });
             }
         }
         ing
@@ -568,4 +557,26 @@ fn stats_of(u: &UserState) -> UserStatsResponse {
         api_ingestion_rate: api,
         rule_ingestion_rate: rule,
     }
+}
+
+/// Calls `tick` every `period` (the first time after one period) for as long
+/// as `owner` lives: the loop holds only a weak reference, so dropping the
+/// owner ends it.
+pub(crate) fn spawn_every<T, F, Fut>(rt: &tokio::runtime::Handle, owner: &Arc<T>, period: std::time::Duration, tick: F)
+where
+    T: Send + Sync + 'static,
+    F: Fn(Arc<T>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let weak = Arc::downgrade(owner);
+    rt.spawn(async move {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await; // completes at once
+        loop {
+            ticker.tick().await;
+            let Some(strong) = weak.upgrade() else { break };
+            tick(strong).await;
+        }
+    });
 }

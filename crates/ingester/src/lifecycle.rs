@@ -91,31 +91,16 @@ impl Ingester {
     fn start_wal_loops(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
         let Some(w) = self.wal.get().cloned() else { return };
         if let Some(period) = w.fsync_period() {
-            let weak = Arc::downgrade(&w);
-            rt.spawn(async move {
-                let mut ticker = tokio::time::interval(period);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    ticker.tick().await;
-                    let Some(w) = weak.upgrade() else { break };
-                    if let Err(e) = tokio::task::spawn_blocking(move || w.sync()).await.unwrap_or(Ok(())) {
-                        tracing::warn!(error = %e, "WAL fsync failed");
-                    }
+            crate::spawn_every(rt, &w, period, |w| async move {
+                if let Err(e) = tokio::task::spawn_blocking(move || w.sync()).await.unwrap_or(Ok(())) {
+                    tracing::warn!(error = %e, "WAL fsync failed");
                 }
             });
         }
         let period = self.cfg.walconfig.checkpoint_duration.0;
         if self.cfg.walconfig.checkpoint_enabled && !period.is_zero() {
-            let weak = Arc::downgrade(self);
-            rt.spawn(async move {
-                let mut ticker = tokio::time::interval(period);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                ticker.tick().await;
-                loop {
-                    ticker.tick().await;
-                    let Some(ing) = weak.upgrade() else { break };
-                    let _ = tokio::task::spawn_blocking(move || ing.checkpoint()).await;
-                }
+            crate::spawn_every(rt, self, period, |ing| async move {
+                let _ = tokio::task::spawn_blocking(move || ing.checkpoint()).await;
             });
         }
     }
