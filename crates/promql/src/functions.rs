@@ -820,7 +820,8 @@ pub(crate) fn parse_go_float(s: &str) -> Option<f64> {
     s.parse::<f64>().ok()
 }
 
-fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
+/// Prometheus's `almostEqual`: relative comparison that treats values near 0 sensibly.
+pub(crate) fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
     let min_normal = f64::from_bits(0x0010000000000000);
     if a == b {
         return true;

@@ -272,20 +272,8 @@ fn parse_duration_ms(s: &str) -> Result<i64, String> {
 
 /// Float equality as Prometheus's test runner: both NaN, identical, or relative error < 1e-6.
 pub fn almost_equal(a: f64, b: f64) -> bool {
-    const EPS: f64 = 1e-6;
-    const MIN_NORMAL: f64 = 2.2250738585072014e-308;
-    if a.is_nan() && b.is_nan() {
-        return true;
-    }
-    if a == b {
-        return true;
-    }
-    let abs_sum = a.abs() + b.abs();
-    let diff = (a - b).abs();
-    if a == 0.0 || b == 0.0 || abs_sum < MIN_NORMAL {
-        return diff < EPS * MIN_NORMAL;
-    }
-    diff / abs_sum.min(f64::MAX) < EPS
+    // The test format also treats NaN as equal to NaN.
+    (a.is_nan() && b.is_nan()) || crate::functions::almost_equal(a, b, 1e-6)
 }
 
 enum Expected {
