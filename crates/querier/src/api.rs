@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -110,6 +110,21 @@ fn ok_json(data: String) -> Response {
 /// Query-string and (for form-encoded POSTs) body parameters, in order.
 struct Params(Vec<(String, String)>);
 
+/// Extracted from any request: handlers take `p: Params` as their last argument.
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let method = req.method().clone();
+        let headers = req.headers().clone();
+        let query = req.uri().query().map(str::to_string);
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_data(format!("reading request body: {e}")))?;
+        Ok(Params::parse(&method, &headers, query, &body))
+    }
+}
+
 impl Params {
     fn parse(method: &Method, headers: &HeaderMap, query: Option<String>, body: &[u8]) -> Params {
         let mut v: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
@@ -206,15 +221,7 @@ async fn evaluate(
         .map_err(|_| ApiError::timeout("query timed out in query execution"))??)
 }
 
-async fn query(
-    State(q): State<Arc<Querier>>,
-    Tenant(tenant): Tenant,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let p = Params::parse(&method, &headers, raw, &body);
+async fn query(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant, p: Params) -> Result<Response, ApiError> {
     let t = match p.get("time") {
         Some(s) if !s.is_empty() => parse_time(s, "time")?,
         _ => model::now_ms(),
@@ -227,15 +234,7 @@ async fn query(
     Ok(ok_json(data))
 }
 
-async fn query_range(
-    State(q): State<Arc<Querier>>,
-    Tenant(tenant): Tenant,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let p = Params::parse(&method, &headers, raw, &body);
+async fn query_range(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant, p: Params) -> Result<Response, ApiError> {
     let start = parse_time(p.get("start").unwrap_or(""), "start")?;
     let end = parse_time(p.get("end").unwrap_or(""), "end")?;
     if end < start {
@@ -294,15 +293,7 @@ pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, ApiError> {
     }
 }
 
-async fn series(
-    State(q): State<Arc<Querier>>,
-    Tenant(tenant): Tenant,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let p = Params::parse(&method, &headers, raw, &body);
+async fn series(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant, p: Params) -> Result<Response, ApiError> {
     let selectors = p.all("match[]");
     if selectors.is_empty() {
         return Err(ApiError::bad_data("no match[] parameter provided"));
@@ -360,12 +351,7 @@ async fn label_values(
     )))
 }
 
-async fn metadata(
-    State(q): State<Arc<Querier>>,
-    Tenant(tenant): Tenant,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let p = Params::parse(&Method::GET, &HeaderMap::new(), raw, &[]);
+async fn metadata(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant, p: Params) -> Result<Response, ApiError> {
     let limit: i64 = match p.get("limit") {
         Some(s) if !s.is_empty() => s.parse().map_err(|_| ApiError::bad_data("limit must be a number"))?,
         _ => -1,
