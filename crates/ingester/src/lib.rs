@@ -9,7 +9,8 @@
 //!   by fingerprint, with an inverted index for matcher lookups.
 //! - [`Ingester::grpc_service`] serves every `cortex.Ingester` RPC; hand-over
 //!   (`TransferChunks`) is refused on purpose (see [`grpc`]).
-//! - [`Ingester::http_routes`] adds the debugging push endpoints.
+//! - [`Ingester::http_routes`]: stats, flush and shutdown endpoints (no raw
+//!   push: writes go through the distributor).
 //!
 //! - Durability: [`wal`] logs every push before it is acknowledged and
 //!   checkpoints memory; [`flush`] cuts and flushes chunks to the store.
@@ -275,15 +276,17 @@ impl Ingester {
         }
     }
 
-    /// The gRPC service (`cortex.Ingester`), with Cortex's message size limits.
+    /// The gRPC service (`cortex.Ingester`). Message sizes are limited by
+    /// the server (`-server.grpc-max-*-msg-size-bytes`, [`server::grpc`]),
+    /// so tonic's own per-service limits are lifted here.
     pub fn grpc_service(self: &Arc<Self>) -> proto::cortex::ingester_server::IngesterServer<IngesterService> {
         proto::cortex::ingester_server::IngesterServer::new(IngesterService::new(self.clone()))
-            .max_decoding_message_size(server::ingester_client::MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(server::ingester_client::MAX_MESSAGE_SIZE)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
     }
 
-    /// `POST /ingester/push`, `POST /push` (remote-write straight into this
-    /// ingester, for debugging) and `GET /ingester/all_user_stats`.
+    /// `GET /ingester/all_user_stats`, `/flush` and `/shutdown` (see [`http`]
+    /// for why there is no raw push route).
     pub fn http_routes(self: &Arc<Self>) -> axum::Router {
         http::routes(self.clone()).merge(flush::routes(self.clone()))
     }

@@ -4,10 +4,12 @@
 //! - [`error`]: [`HttpError`], the one mapping of errors to HTTP and gRPC status.
 //! - [`metrics`]: the process's Prometheus registry.
 //! - [`config`]: flags + YAML over serde defaults.
+//! - [`http`]: the HTTP and gRPC servers; [`grpc`]: the gRPC server's limits.
 //! - [`ingester_client`]: pooled gRPC clients to ingesters.
 
 pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod ingester_client;
 pub mod metrics;
