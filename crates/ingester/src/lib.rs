@@ -296,21 +296,33 @@ impl Ingester {
     /// `user=<tenant>: ` after the others were applied.
     pub async fn push(&self, tenant: &str, req: WriteRequest) -> Result<(), HttpError> {
         self.check_accepting()?;
-        let wal = self.wal.get();
+        let (result, batch) = self.append(tenant, &req);
+        // Logged after the in-memory append and before the acknowledgement,
+        // even when some samples were rejected: the others were applied.
+        self.log(batch).await?;
+        result
+    }
+
+    /// The in-memory half of a push: the push's result and, with a WAL, the
+    /// records to log before acknowledging it.
+    pub(crate) fn append(&self, tenant: &str, req: &WriteRequest) -> (Result<(), HttpError>, Option<wal::WalBatch>) {
         let mut out = PushOutcome {
-            wal: wal.map(|_| wal::WalBatch::new(tenant)),
+            wal: self.wal.get().map(|_| wal::WalBatch::new(tenant)),
             spread_cycle_ms: self.spread_cycle_ms(),
             ..Default::default()
         };
-        let result = self.push_request(tenant, &req, &mut out);
-        // Logged after the in-memory append and before the acknowledgement,
-        // even when some samples were rejected: the others were applied.
-        if let (Some(wal), Some(batch)) = (wal, out.wal.take()) {
+        let result = self.push_request(tenant, req, &mut out);
+        (result, out.wal.take())
+    }
+
+    /// The durable half of a push: one WAL write for all of its records.
+    pub(crate) async fn log(&self, batch: Option<wal::WalBatch>) -> Result<(), HttpError> {
+        if let (Some(wal), Some(batch)) = (self.wal.get(), batch) {
             wal.log(&batch)
                 .await
                 .map_err(|e| HttpError::internal(format!("writing to the WAL: {e}")))?;
         }
-        result
+        Ok(())
     }
 
     fn push_request(&self, tenant: &str, req: &WriteRequest, out: &mut PushOutcome) -> Result<(), HttpError> {
