@@ -6,6 +6,7 @@
 //! - [`config`]: flags + YAML over serde defaults.
 //! - [`http`]: the HTTP and gRPC servers; [`grpc`]: the gRPC server's limits.
 //! - [`ingester_client`]: pooled gRPC clients to ingesters.
+//! - [`tenant_activity`]: when tenants were last seen, to free idle tenants' state.
 
 pub mod config;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod http;
 pub mod ingester_client;
 pub mod metrics;
 pub mod tenant;
+pub mod tenant_activity;
 
 pub use error::HttpError;
 pub use ingester_client::IngesterPool;
