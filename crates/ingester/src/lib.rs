@@ -71,6 +71,9 @@ pub struct Config {
     pub max_metadata_per_metric: usize,
     /// Metadata not pushed again for this long is forgotten.
     pub metadata_retain_period: GoDuration,
+    /// A tenant without series that pushed nothing for this long loses its
+    /// per-tenant metric label sets (its state went when its last series did).
+    pub active_series_metrics_idle_timeout: GoDuration,
     /// WAL and checkpoints (`-ingester.wal-*`, `-ingester.checkpoint-*`).
     pub walconfig: wal::WalConfig,
     /// Chunk cutting and flushing; its keys sit directly in this section, as in Cortex.
@@ -90,6 +93,7 @@ impl Default for Config {
             max_metadata_per_user: 8000,
             max_metadata_per_metric: 10,
             metadata_retain_period: GoDuration::secs(600),
+            active_series_metrics_idle_timeout: GoDuration::secs(600),
             walconfig: wal::WalConfig::default(),
             flush: flush::FlushConfig::default(),
         }
@@ -138,6 +142,11 @@ impl Config {
             "metadata_retain_period",
             "Period at which metadata we have not seen will remain in memory before being deleted.",
         ),
+        Flag::new(
+            "ingester.active-series-metrics-idle-timeout",
+            "active_series_metrics_idle_timeout",
+            "After what time a tenant with no series in memory and no pushes has its per-tenant metrics removed.",
+        ),
     ];
 
     /// [`Config::FLAGS`] plus the lifecycler's flags, with their YAML paths
@@ -184,8 +193,12 @@ pub type ReadinessCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 /// The ingester: per-tenant in-memory series behind `cortex.Ingester`.
 pub struct Ingester {
     cfg: Config,
-    /// Read-locked on every request, write-locked only to add a tenant.
+    /// Read-locked on every request, write-locked only to add or remove a
+    /// tenant. A tenant is kept only while it has series or metadata: one
+    /// whose pushes all fail leaves nothing behind ([`Ingester::release_if_empty`]).
     users: RwLock<HashMap<Arc<str>, Arc<UserState>>>,
+    /// Last push per tenant, to drop the metric label sets of idle tenants.
+    activity: server::tenant_activity::TenantActivity,
     metrics: IngesterMetrics,
     lifecycler: RwLock<Option<Arc<ring::Lifecycler>>>,
     readiness: RwLock<Option<ReadinessCheck>>,
@@ -219,6 +232,7 @@ impl Ingester {
             flusher: flush::Flusher::new(&cfg.flush, metrics),
             cfg,
             users: RwLock::new(HashMap::new()),
+            activity: Default::default(),
             metrics: IngesterMetrics::new(metrics),
             lifecycler: RwLock::new(None),
             readiness: RwLock::new(None),
@@ -349,6 +363,9 @@ impl Ingester {
             self.ingest_metadata(&user, &req.metadata, now);
         }
         self.record_push(&user, req.source, out);
+        if out.series_created == 0 {
+            self.release_if_empty(user);
+        }
         match out.first_error.take() {
             Some(e) => Err(HttpError::bad_request(format!("user={tenant}: {e}"))),
             None => Ok(()),
@@ -373,10 +390,16 @@ impl Ingester {
 
     fn record_push(&self, user: &UserState, source: i32, out: &PushOutcome) {
         let m = &self.metrics;
+        let now = std::time::Instant::now();
+        self.activity.touch(&user.tenant, now);
         m.ingested_samples.inc_by(out.appended);
         m.ingested_samples_failures.inc_by(out.failed());
         for reason in DiscardReason::ALL {
-            m.discard(reason, &user.tenant, out.discarded[reason.index()]);
+            let n = out.discarded[reason.index()];
+            if n > 0 {
+                self.activity.discarded(&user.tenant, reason.as_str(), now);
+                m.discard(reason, &user.tenant, n);
+            }
         }
         if out.series_created > 0 {
             m.memory_series.inc_by(out.series_created as i64);
@@ -414,6 +437,40 @@ impl Ingester {
             .clone()
     }
 
+    /// Forgets `user` if it holds nothing (no series, no metadata) and
+    /// nobody else is using it. Every other holder got its reference under
+    /// the `users` lock, which is held here, so a count of one means no
+    /// push can be about to add a series to it.
+    fn release_if_empty(&self, user: Arc<UserState>) {
+        if !user.is_empty() {
+            return;
+        }
+        let tenant = user.tenant.clone();
+        drop(user);
+        let mut users = self.users.write();
+        if let Some(u) = users.get(&*tenant) {
+            if Arc::strong_count(u) == 1 && u.is_empty() {
+                users.remove(&*tenant);
+                self.metrics.memory_users.dec();
+            }
+        }
+    }
+
+    /// Drops every tenant left without series and metadata (their last
+    /// series was flushed, their metadata expired), then the metric label
+    /// sets of tenants gone and idle for `active_series_metrics_idle_timeout`.
+    pub(crate) fn purge_idle_tenants(&self, now: std::time::Instant) {
+        let empty: Vec<Arc<UserState>> = self.users_snapshot().into_iter().filter(|u| u.is_empty()).collect();
+        for user in empty {
+            self.release_if_empty(user);
+        }
+        let idle = self.cfg.active_series_metrics_idle_timeout.0;
+        let gone = self.activity.purge_idle(now, idle, |tenant| self.users.read().contains_key(tenant));
+        for t in gone {
+            self.metrics.forget_user(&t.tenant, &t.reasons);
+        }
+    }
+
     fn users_snapshot(&self) -> Vec<Arc<UserState>> {
         self.users.read().values().cloned().collect()
     }
@@ -427,6 +484,12 @@ impl Ingester {
             user.rule_rate.tick();
             user.purge_metadata(older_than);
         }
+        self.purge_idle_tenants(std::time::Instant::now());
+    }
+
+    /// Number of tenants with state in this ingester.
+    pub fn num_users(&self) -> usize {
+        self.users.read().len()
     }
 
     /// Decoded samples in `[from, through]` of every series of `tenant`

@@ -274,6 +274,11 @@ impl UserState {
         self.num_series.load(Ordering::Relaxed)
     }
 
+    /// No series and no metadata: nothing worth keeping the tenant for.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.num_series() == 0 && self.metadata.lock().total == 0
+    }
+
     fn shard(&self, fp: Fingerprint) -> &Mutex<SeriesShard> {
         &self.shards[(fp % SERIES_SHARDS as u64) as usize]
     }
