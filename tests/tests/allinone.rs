@@ -189,7 +189,10 @@ async fn prometheus_writes_promtool_reads_bad_input_is_refused() {
     let config = String::from_utf8_lossy(&b);
     assert!(config.contains("replication_factor: 1"));
     assert!(!config.contains("top-secret"), "/config shows a credential:\n{config}");
-    assert!(config.contains("s3://AKIAEXAMPLE:********@us-east-1/chunks"), "{config}");
+    assert!(
+        config.contains("s3://AKIAEXAMPLE:********@us-east-1/chunks"),
+        "{config}"
+    );
     assert!(config.contains("dynamodb://AKIAEXAMPLE:********@us-east-1"), "{config}");
     assert!(config.contains("acl_token: \"********\""), "{config}");
 

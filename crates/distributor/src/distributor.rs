@@ -13,9 +13,9 @@ use crate::metrics::{
     DistributorMetrics, IngesterTypeLabels, ReasonUserLabels, UserLabel, TYPE_METADATA, TYPE_SAMPLES,
 };
 use crate::rate_limit::RateLimiter;
-use server::tenant_activity::TenantActivity;
 use crate::replication::{do_batch, IngesterJob, IngesterPusher, QuorumTracker, Replica, ReplicaPicker};
 use crate::validation::{metric_name, normalize_labels, ValidationError, Validator, REASON_RATE_LIMITED};
+use server::tenant_activity::TenantActivity;
 
 /// The distributor role: accepts writes and forwards them to ingesters.
 pub struct Distributor {

@@ -194,7 +194,14 @@ async fn samples_logged_in_the_other_order_than_appended_are_all_replayed() {
         assert_eq!(dump(&ing)[0].1.len(), 3 + 2 + 1 + 119);
     }
     let (ing, _) = start(wal_config(dir.path())).await;
-    let mut want: Vec<(i64, f64)> = vec![(0, 0.0), (15_000, 1.0), (30_000, 2.0), (45_000, 1.0), (60_000, 2.0), (90_000, 3.0)];
+    let mut want: Vec<(i64, f64)> = vec![
+        (0, 0.0),
+        (15_000, 1.0),
+        (30_000, 2.0),
+        (45_000, 1.0),
+        (60_000, 2.0),
+        (90_000, 3.0),
+    ];
     want.extend((0..119).map(|i| (100_000 + i * 1000, i as f64)));
     assert_eq!(dump(&ing), vec![("0".to_string(), want)]);
     let stats = ing.replay_stats().unwrap();
@@ -203,7 +210,10 @@ async fn samples_logged_in_the_other_order_than_appended_are_all_replayed() {
     // The series goes on taking samples after its last one, and still
     // rejects one older than that.
     ing.push("t1", one(vec![ts("m", 0, &[(300_000, 9.0)])])).await.unwrap();
-    let err = ing.push("t1", one(vec![ts("m", 0, &[(95_000, 9.0)])])).await.unwrap_err();
+    let err = ing
+        .push("t1", one(vec![ts("m", 0, &[(95_000, 9.0)])]))
+        .await
+        .unwrap_err();
     assert_eq!(err.code, 400);
 }
 

@@ -465,7 +465,9 @@ impl Ingester {
             self.release_if_empty(user);
         }
         let idle = self.cfg.active_series_metrics_idle_timeout.0;
-        let gone = self.activity.purge_idle(now, idle, |tenant| self.users.read().contains_key(tenant));
+        let gone = self
+            .activity
+            .purge_idle(now, idle, |tenant| self.users.read().contains_key(tenant));
         for t in gone {
             self.metrics.forget_user(&t.tenant, &t.reasons);
         }

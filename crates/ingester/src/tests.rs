@@ -887,9 +887,10 @@ fn flags_include_the_lifecycler_nested() {
 
 #[tokio::test]
 async fn tenants_whose_pushes_all_fail_leave_no_state() {
-    let mut cfg = Config::default();
-    cfg.max_series_per_metric = 1;
-    let (ing, metrics) = new_ingester(cfg);
+    let (ing, metrics) = new_ingester(Config {
+        max_series_per_metric: 1,
+        ..Default::default()
+    });
     let bad = LabelPair {
         name: Bytes::from_static(b"__name__"),
         value: Bytes::from_static(b"\xff\xfe"),
@@ -901,21 +902,33 @@ async fn tenants_whose_pushes_all_fail_leave_no_state() {
         assert_eq!(err.code, 400);
     }
     assert_eq!(ing.num_users(), 0);
-    assert_eq!(metric_line(&metrics, "cortex_ingester_memory_users").as_deref(), Some("cortex_ingester_memory_users 0"));
+    assert_eq!(
+        metric_line(&metrics, "cortex_ingester_memory_users").as_deref(),
+        Some("cortex_ingester_memory_users 0")
+    );
     // A tenant with one series stays; its second series is over the
     // per-metric limit, which removes nothing.
-    ing.push("real", write(vec![series(&[("__name__", "up"), ("a", "1")], &[(1, 1.0)])]))
-        .await
-        .unwrap();
+    ing.push(
+        "real",
+        write(vec![series(&[("__name__", "up"), ("a", "1")], &[(1, 1.0)])]),
+    )
+    .await
+    .unwrap();
     let err = ing
-        .push("real", write(vec![series(&[("__name__", "up"), ("a", "2")], &[(1, 1.0)])]))
+        .push(
+            "real",
+            write(vec![series(&[("__name__", "up"), ("a", "2")], &[(1, 1.0)])]),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code, 400);
     assert_eq!(ing.num_users(), 1);
     assert_eq!(ing.num_series("real"), 1);
     let text = metrics.encode();
-    assert!(text.contains("cortex_discarded_samples_total{reason=\"label_invalid\",user=\"random-9999\"} 1"), "{text}");
+    assert!(
+        text.contains("cortex_discarded_samples_total{reason=\"label_invalid\",user=\"random-9999\"} 1"),
+        "{text}"
+    );
 
     // Label sets stay until the idle timeout, then go, except the live tenant's.
     let now = std::time::Instant::now();
@@ -933,9 +946,10 @@ async fn tenants_whose_pushes_all_fail_leave_no_state() {
 
 #[tokio::test]
 async fn a_tenant_left_with_nothing_is_purged_on_the_next_tick() {
-    let mut cfg = Config::default();
-    cfg.metadata_retain_period = model::GoDuration(std::time::Duration::ZERO);
-    let (ing, _) = new_ingester(cfg);
+    let (ing, _) = new_ingester(Config {
+        metadata_retain_period: model::GoDuration(std::time::Duration::ZERO),
+        ..Default::default()
+    });
     // Metadata alone keeps a tenant (until it expires).
     let req = WriteRequest {
         metadata: vec![MetricMetadata {

@@ -92,7 +92,8 @@ where
 
     fn call(&mut self, req: Request<tonic::body::Body>) -> Self::Future {
         let limits = self.limits;
-        let req = req.map(|body| tonic::body::Body::new(FrameLimit::new(body, limits.max_recv_msg_size, Side::Receive)));
+        let req =
+            req.map(|body| tonic::body::Body::new(FrameLimit::new(body, limits.max_recv_msg_size, Side::Receive)));
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
@@ -176,7 +177,10 @@ impl<B> FrameLimit<B> {
     fn exhausted(&self, len: usize) -> Status {
         let message = match self.side {
             Side::Receive => format!("grpc: received message larger than max ({len} vs. {})", self.limit),
-            Side::Send => format!("grpc: trying to send message larger than max ({len} vs. {})", self.limit),
+            Side::Send => format!(
+                "grpc: trying to send message larger than max ({len} vs. {})",
+                self.limit
+            ),
         };
         Status::resource_exhausted(message)
     }
@@ -277,16 +281,22 @@ mod tests {
                 BLOCKED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 RELEASE.notified().await;
             }
-            let reply: usize = req.url.strip_prefix("/reply/").and_then(|n| n.parse().ok()).unwrap_or(0);
+            let reply: usize = req
+                .url
+                .strip_prefix("/reply/")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
             Ok(tonic::Response::new(HttpResponse {
                 code: req.body.len() as i32,
                 headers: vec![],
-                body: vec![7u8; reply].into(),
+                body: vec![7u8; reply],
             }))
         }
     }
 
-    async fn start(limits: GrpcServerLimits) -> (HttpClient<tonic::transport::Channel>, tokio::sync::oneshot::Sender<()>) {
+    async fn start(
+        limits: GrpcServerLimits,
+    ) -> (HttpClient<tonic::transport::Channel>, tokio::sync::oneshot::Sender<()>) {
         let http = crate::http::bind("127.0.0.1:0").await.unwrap();
         let grpc = crate::http::bind("127.0.0.1:0").await.unwrap();
         let addr = grpc.local_addr().unwrap();
@@ -325,7 +335,7 @@ mod tests {
             method: "POST".into(),
             url: url.into(),
             headers: vec![],
-            body: vec![1u8; body].into(),
+            body: vec![1u8; body],
         }
     }
 
@@ -345,7 +355,9 @@ mod tests {
         let err = client.handle(request("/", 1 << 20)).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
         assert!(
-            err.message().starts_with("grpc: received message larger than max (1048") && err.message().ends_with(" vs. 65536)"),
+            err.message()
+                .starts_with("grpc: received message larger than max (1048")
+                && err.message().ends_with(" vs. 65536)"),
             "{}",
             err.message()
         );
@@ -353,7 +365,12 @@ mod tests {
         // A reply over the send limit is refused the same way.
         let err = client.handle(request("/reply/100000", 10)).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
-        assert!(err.message().starts_with("grpc: trying to send message larger than max (100"), "{}", err.message());
+        assert!(
+            err.message()
+                .starts_with("grpc: trying to send message larger than max (100"),
+            "{}",
+            err.message()
+        );
 
         // The same connection still serves normal calls.
         for _ in 0..3 {

@@ -185,9 +185,18 @@ mod tests {
     #[test]
     fn urls_lose_only_their_password() {
         let cases = [
-            ("s3://AKIA:wJalr%2Fsecret@us-east-1/bucket", "s3://AKIA:********@us-east-1/bucket"),
-            ("dynamodb://key:p@ss:w0rd@eu-west-1", "dynamodb://key:********@eu-west-1"),
-            ("http://user:pw@localhost:4569/b?x=a@b", "http://user:********@localhost:4569/b?x=a@b"),
+            (
+                "s3://AKIA:wJalr%2Fsecret@us-east-1/bucket",
+                "s3://AKIA:********@us-east-1/bucket",
+            ),
+            (
+                "dynamodb://key:p@ss:w0rd@eu-west-1",
+                "dynamodb://key:********@eu-west-1",
+            ),
+            (
+                "http://user:pw@localhost:4569/b?x=a@b",
+                "http://user:********@localhost:4569/b?x=a@b",
+            ),
             ("http://user@localhost:4569", "http://user@localhost:4569"),
             ("http://localhost:4569/a:b@c", "http://localhost:4569/a:b@c"),
             ("inmemory:///", "inmemory:///"),
@@ -218,7 +227,10 @@ mod tests {
         assert_eq!(serde_json::to_value(&c).unwrap()["token"], "acl-t0ken");
 
         let debug = format!("{c:?}");
-        assert!(!debug.contains("acl-t0ken") && !debug.contains("supersecret"), "{debug}");
+        assert!(
+            !debug.contains("acl-t0ken") && !debug.contains("supersecret"),
+            "{debug}"
+        );
         assert_eq!(c.token.expose(), "acl-t0ken");
         assert_eq!(c.url.expose(), "s3://key:supersecret@region/bucket");
     }

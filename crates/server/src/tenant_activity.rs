@@ -28,9 +28,11 @@ pub struct IdleTenant {
     pub reasons: Vec<&'static str>,
 }
 
+type Shard = Mutex<HashMap<Box<str>, Seen>>;
+
 /// Last activity per tenant (lock-striped: pushes of different tenants rarely contend).
 pub struct TenantActivity {
-    shards: Box<[Mutex<HashMap<Box<str>, Seen>>]>,
+    shards: Box<[Shard]>,
 }
 
 impl Default for TenantActivity {
@@ -42,7 +44,7 @@ impl Default for TenantActivity {
 }
 
 impl TenantActivity {
-    fn shard(&self, tenant: &str) -> &Mutex<HashMap<Box<str>, Seen>> {
+    fn shard(&self, tenant: &str) -> &Shard {
         &self.shards[model::hash::fnv1a_32(tenant.as_bytes()) as usize % SHARDS]
     }
 
@@ -144,7 +146,9 @@ mod tests {
         assert_eq!(a.len(), 2, "c is not idle yet, kept holds state");
         // Activity moves the deadline.
         a.touch("c", t0 + Duration::from_secs(100));
-        assert!(a.purge_idle(t0 + Duration::from_secs(150), idle, |t| t == "kept").is_empty());
+        assert!(a
+            .purge_idle(t0 + Duration::from_secs(150), idle, |t| t == "kept")
+            .is_empty());
         assert_eq!(a.purge_idle(t0 + Duration::from_secs(161), idle, |_| false).len(), 2);
         assert!(a.is_empty());
     }
