@@ -6,7 +6,7 @@ use server::config::{ConfigError, Flag};
 use server::http::{ServerConfig, SERVER_FLAGS};
 
 /// Roles `-target=all` runs.
-pub const ALL_ROLES: &[&str] = &["distributor", "ingester", "querier", "table-manager"];
+pub const ALL_ROLES: &[&str] = &["distributor", "ingester", "querier", "table-manager", "ruler"];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -21,6 +21,7 @@ pub struct Config {
     pub querier: querier::Config,
     pub storage: storage::StorageConfig,
     pub table_manager: storage::table_manager::TableManagerConfig,
+    pub ruler: ruler::Config,
 }
 
 impl Default for Config {
@@ -36,6 +37,7 @@ impl Default for Config {
             querier: querier::Config::default(),
             storage: storage::StorageConfig::default(),
             table_manager: storage::table_manager::TableManagerConfig::default(),
+            ruler: ruler::Config::default(),
         }
     }
 }
@@ -100,7 +102,7 @@ pub fn flags() -> Vec<Flag> {
         Flag::new(
             "target",
             "target",
-            "Comma-separated list of roles to run: all, distributor, ingester, querier, table-manager.",
+            "Comma-separated list of roles to run: all, distributor, ingester, querier, table-manager, ruler.",
         ),
         Flag::new(
             "auth.enabled",
@@ -117,6 +119,7 @@ pub fn flags() -> Vec<Flag> {
         ("querier", querier::FLAGS),
         ("storage", storage::config::FLAGS),
         ("table_manager", storage::table_manager::FLAGS),
+        ("ruler", ruler::FLAGS),
     ];
     for (section, flags) in sections {
         for f in *flags {

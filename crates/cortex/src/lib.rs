@@ -5,11 +5,13 @@
 //!
 //! - [`config`]: the one config tree and flag table.
 //! - [`modules`]: wiring roles, servers and the ring together.
+//! - [`ruler_adapters`]: the ruler's reader (querier) and writer (distributor).
 //! - [`local_push`]: distributor → same-process ingester without loopback gRPC.
 
 pub mod config;
 pub mod local_push;
 pub mod modules;
+pub mod ruler_adapters;
 
 use std::process::ExitCode;
 

@@ -29,6 +29,8 @@ pub enum StartError {
     Ring(#[from] ring::RingError),
     #[error("chunk store: {0}")]
     Store(#[from] storage::StoreError),
+    #[error("ruler: {0}")]
+    Ruler(#[from] ruler::RulerError),
     #[error("table-manager: {0}")]
     TableManager(#[from] storage::table_manager::TableManagerConfigError),
 }
@@ -150,6 +152,7 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
     }
     let ring = Ring::start(ring_cfg, kv.clone(), INGESTER_RING_KEY, "ingester", &metrics).await?;
     http = http.merge(ring.http_routes());
+    let mut distributor: Option<Arc<distributor::Distributor>> = None;
     if roles.contains(&"distributor") {
         // Pushes to this process's own ingester skip the loopback gRPC hop.
         let pusher: Arc<dyn distributor::IngesterPusher> = match &local_ingester {
@@ -164,6 +167,7 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
             &metrics,
         );
         http = http.merge(d.http_routes());
+        distributor = Some(d);
     }
     if roles.contains(&"querier") {
         let q = querier::Querier::new(
@@ -181,6 +185,14 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
             ));
         }
         http = http.merge(q.http_routes());
+    }
+
+    let mut ruler_task: Option<(Arc<ruler::Ruler>, JoinHandle<()>)> = None;
+    if roles.contains(&"ruler") {
+        let (r, task) =
+            crate::ruler_adapters::start_ruler(&cfg, &ring, &pool, chunk_store.clone(), distributor.clone(), &metrics)?;
+        http = http.merge(r.http_routes());
+        ruler_task = Some((r, task));
     }
 
     // The ingester's readiness covers its WAL replay (which runs while
@@ -237,6 +249,10 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
         drop(ring);
         if let Some(t) = table_manager_task {
             t.abort();
+        }
+        if let Some((r, t)) = ruler_task {
+            t.abort();
+            r.stop();
         }
         tracing::info!("Cortex stopped");
     });

@@ -1,0 +1,4 @@
+//! `ruler`: the ruler role alone, on Cortex's defaults.
+fn main() -> std::process::ExitCode {
+    cortex::main_with(cortex::Config::for_role("ruler"))
+}
