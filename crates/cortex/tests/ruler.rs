@@ -49,7 +49,7 @@ async fn rules_record_alert_and_reach_alertmanager() {
     let am_port = free_port();
     std::fs::write(
         dir.path().join("am.yml"),
-        "route:\n  receiver: null\nreceivers:\n- name: 'null'\n",
+        "route:\n  receiver: blackhole\nreceivers:\n- name: blackhole\n",
     )
     .unwrap();
     let _am = Proc::start(
