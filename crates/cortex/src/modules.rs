@@ -280,7 +280,8 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
             shutdown,
             grace,
         )
-        .await {
+        .await
+        {
             tracing::error!(error = %e, "server error");
         }
         drop(ring);

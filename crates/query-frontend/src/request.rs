@@ -103,7 +103,7 @@ pub fn header(key: &str, value: &str) -> Header {
 pub fn format_seconds(ms: i64) -> String {
     let sign = if ms < 0 { "-" } else { "" };
     let a = ms.unsigned_abs();
-    if a % 1000 == 0 {
+    if a.is_multiple_of(1000) {
         format!("{sign}{}", a / 1000)
     } else {
         let frac = format!("{:03}", a % 1000);
