@@ -6,7 +6,7 @@ use server::config::{ConfigError, Flag};
 use server::http::{ServerConfig, SERVER_FLAGS};
 
 /// Roles `-target=all` runs.
-pub const ALL_ROLES: &[&str] = &["distributor", "ingester", "querier", "table-manager"];
+pub const ALL_ROLES: &[&str] = &["distributor", "ingester", "querier", "query-frontend", "table-manager"];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -21,6 +21,9 @@ pub struct Config {
     pub querier: querier::Config,
     pub storage: storage::StorageConfig,
     pub table_manager: storage::table_manager::TableManagerConfig,
+    pub frontend: query_frontend::FrontendConfig,
+    pub query_range: query_frontend::QueryRangeConfig,
+    pub frontend_worker: query_frontend::WorkerConfig,
 }
 
 impl Default for Config {
@@ -36,6 +39,9 @@ impl Default for Config {
             querier: querier::Config::default(),
             storage: storage::StorageConfig::default(),
             table_manager: storage::table_manager::TableManagerConfig::default(),
+            frontend: query_frontend::FrontendConfig::default(),
+            query_range: query_frontend::QueryRangeConfig::default(),
+            frontend_worker: query_frontend::WorkerConfig::default(),
         }
     }
 }
@@ -57,6 +63,10 @@ impl Config {
         // Durable by default (design §5): every acknowledged sample survives a crash.
         c.ingester.walconfig.wal_enabled = true;
         c.ingester.walconfig.wal_dir = "./data/wal".into();
+        // Reads go through the frontend: split by day, results in an in-process FIFO cache.
+        c.query_range.split_queries_by_interval = model::GoDuration::secs(24 * 3600);
+        c.query_range.cache_results = true;
+        c.query_range.results_cache.cache.enable_fifocache = true;
         c
     }
 
@@ -100,7 +110,7 @@ pub fn flags() -> Vec<Flag> {
         Flag::new(
             "target",
             "target",
-            "Comma-separated list of roles to run: all, distributor, ingester, querier, table-manager.",
+            "Comma-separated list of roles to run: all, distributor, ingester, querier, query-frontend, table-manager.",
         ),
         Flag::new(
             "auth.enabled",
@@ -117,6 +127,9 @@ pub fn flags() -> Vec<Flag> {
         ("querier", querier::FLAGS),
         ("storage", storage::config::FLAGS),
         ("table_manager", storage::table_manager::FLAGS),
+        ("frontend", query_frontend::config::FRONTEND_FLAGS),
+        ("query_range", query_frontend::config::QUERY_RANGE_FLAGS),
+        ("frontend_worker", query_frontend::config::WORKER_FLAGS),
     ];
     for (section, flags) in sections {
         for f in *flags {
