@@ -206,7 +206,7 @@ mod served_by_the_store {
         for (tenant, _) in TENANTS {
             for (labels, samples) in &want {
                 let m = [
-                    Matcher::equal(model::METRIC_NAME, &metric_of(labels)),
+                    Matcher::equal(model::METRIC_NAME, metric_of(labels)),
                     Matcher::equal("job", "fixtures"),
                 ];
                 let chunks = l.store.get(tenant, from, through, &m).await.unwrap();
