@@ -17,6 +17,8 @@ use async_trait::async_trait;
 
 mod aggregate;
 mod binary;
+#[cfg(test)]
+mod bounds_tests;
 pub mod engine;
 mod eval;
 mod functions;
@@ -24,6 +26,8 @@ pub mod parse;
 mod parse_error;
 mod plan;
 pub mod promqltest;
+#[cfg(test)]
+mod test_alloc;
 
 /// Go's `strconv.FormatFloat(v, 'f', -1, 64)` with Prometheus's `NaN`/`+Inf`/`-Inf`: how values are spelled in the API and in labels.
 pub use aggregate::format_float;
