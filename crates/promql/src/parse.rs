@@ -82,6 +82,16 @@ pub fn nesting_bound(expr: &str) -> usize {
     deepest.saturating_add(operators).saturating_add(1)
 }
 
+/// The [`nesting_bound`] of `expr`, or the parse error [`parse`] answers when it is past
+/// [`MAX_NESTING`]. Cheap and non-recursive: callers use it to size the stack to parse on.
+pub fn check_nesting(expr: &str) -> Result<usize, PromqlError> {
+    let bound = nesting_bound(expr);
+    if bound > MAX_NESTING {
+        return Err(too_deep(bound));
+    }
+    Ok(bound)
+}
+
 /// The error for an expression deeper than [`MAX_NESTING`].
 fn too_deep(bound: usize) -> PromqlError {
     PromqlError::Parse(format!(
@@ -97,10 +107,7 @@ fn too_deep(bound: usize) -> PromqlError {
 /// everything that walks the tree, recurses once per level: call this (and evaluate and
 /// drop the result) on a thread with [`stack_size_for`] bytes of stack.
 pub fn parse(expr: &str) -> Result<Expr, PromqlError> {
-    let bound = nesting_bound(expr);
-    if bound > MAX_NESTING {
-        return Err(too_deep(bound));
-    }
+    check_nesting(expr)?;
     register_functions();
     let src = rewrite_raw_strings(expr);
     let ast = promql_parser::parser::parse(&src).map_err(|msg| PromqlError::Parse(parse_error_text(&src, &msg)))?;

@@ -14,10 +14,11 @@ use prost::Message;
 use proto::cortex as pb;
 use server::{HttpError, Tenant};
 
-use crate::ingesters::{from_proto, labels_to_proto, TenantQueryable};
+use crate::evaluation::{evaluate, Evaluation};
+use crate::ingesters::{from_proto, labels_to_proto};
 use crate::json;
 use crate::params::{parse_duration_ms, parse_time};
-use crate::{Querier, Source};
+use crate::Querier;
 
 /// Prometheus refuses range queries with more points than this per series.
 pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
@@ -56,6 +57,12 @@ impl ApiError {
             message: m.into(),
         }
     }
+    pub fn canceled(m: impl Into<String>) -> Self {
+        ApiError {
+            error_type: "canceled",
+            message: m.into(),
+        }
+    }
     pub fn status(&self) -> StatusCode {
         match self.error_type {
             "bad_data" => StatusCode::BAD_REQUEST,
@@ -85,6 +92,7 @@ impl From<promql::PromqlError> for ApiError {
         match e {
             P::Parse(m) => ApiError::bad_data(m),
             P::Timeout => ApiError::timeout("query timed out in query execution"),
+            P::Canceled => ApiError::canceled("query was canceled in query execution"),
             P::Storage(s) if (400..500).contains(&s.code) => ApiError::execution(s.message),
             P::Storage(s) => ApiError::internal(s.message),
             other => ApiError::execution(other.to_string()),
@@ -178,49 +186,6 @@ fn timeout_param(q: &Querier, p: &Params) -> Result<Duration, ApiError> {
     }
 }
 
-/// One PromQL evaluation as the query endpoints request it.
-enum Evaluation {
-    Instant { t: i64 },
-    Range { start: i64, end: i64, step: i64 },
-}
-
-/// Waits for a `-querier.max-concurrent` permit, then evaluates within the timeout.
-async fn evaluate(
-    q: &Querier,
-    tenant: &str,
-    expr: &str,
-    timeout: Duration,
-    what: Evaluation,
-) -> Result<promql::Value, ApiError> {
-    // Parse errors are answered without waiting for a slot.
-    let ast = promql::parse(expr)?;
-    let _permit = q
-        .limiter
-        .acquire()
-        .await
-        .map_err(|_| ApiError::internal("querier shutting down"))?;
-    let tenant_view;
-    let data: &dyn promql::Queryable = match &q.source {
-        Source::Ingesters(ingesters) => {
-            tenant_view = TenantQueryable { ingesters, tenant };
-            &tenant_view
-        }
-        Source::Queryable(d) => d.as_ref(),
-    };
-    // The engine checks the deadline between steps of evaluation; the outer timeout
-    // covers waiting on storage.
-    let engine = q.engine.with_timeout(timeout);
-    let run = async {
-        match what {
-            Evaluation::Instant { t } => engine.instant_expr(data, &ast, t).await,
-            Evaluation::Range { start, end, step } => engine.range_expr(data, &ast, start, end, step).await,
-        }
-    };
-    Ok(tokio::time::timeout(timeout, run)
-        .await
-        .map_err(|_| ApiError::timeout("query timed out in query execution"))??)
-}
-
 async fn query(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant, p: Params) -> Result<Response, ApiError> {
     let t = match p.get("time") {
         Some(s) if !s.is_empty() => parse_time(s, "time")?,
@@ -246,7 +211,8 @@ async fn query_range(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant, p: P
             "zero or negative query resolution step widths are not accepted. Try a positive integer",
         ));
     }
-    if (end - start) / step > MAX_POINTS_PER_SERIES {
+    // Wide arithmetic: `end - start` of two valid times can pass i64::MAX.
+    if (end as i128 - start as i128) / step as i128 > MAX_POINTS_PER_SERIES as i128 {
         return Err(ApiError::bad_data(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
@@ -264,6 +230,12 @@ pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, ApiError> {
     use promql_parser::label::MatchOp;
     use promql_parser::parser::Expr;
     let bad = |m: String| ApiError::bad_data(format!("invalid parameter \"match[]\": {m}"));
+    // A selector has no operators or nesting; anything deep is refused before the
+    // parser (which recurses per level, here on an async worker's stack) sees it.
+    const MAX_SELECTOR_NESTING: usize = 64;
+    if promql::nesting_bound(s) > MAX_SELECTOR_NESTING {
+        return Err(bad("not a series selector: nested too deeply".into()));
+    }
     let expr = promql_parser::parser::parse(s).map_err(bad)?;
     let Expr::VectorSelector(vs) = expr else {
         return Err(bad(format!("{s:?} is not a series selector")));
