@@ -79,7 +79,17 @@ mod tests {
         assert!(parse_time("9223309901258000", "t").is_err());
         // The issue's `start=-9e15&end=9e15` are valid times (their difference is not an i64).
         assert_eq!(parse_time("9e15", "t").unwrap(), 9_000_000_000_000_000_000);
-        for bad in ["yesterday", "", "NaN", "Inf", "-Inf", "1e300", "1e16", "-1e16", "9223372036854775807"] {
+        for bad in [
+            "yesterday",
+            "",
+            "NaN",
+            "Inf",
+            "-Inf",
+            "1e300",
+            "1e16",
+            "-1e16",
+            "9223372036854775807",
+        ] {
             let e = parse_time(bad, "start").unwrap_err();
             assert_eq!(e.error_type, "bad_data", "{bad}");
             assert_eq!(

@@ -401,11 +401,7 @@ mod tests {
             String::new(),
             Arc::new(|| Ok(())),
         );
-        let get = |path: &str| {
-            axum::http::Request::get(path)
-                .body(axum::body::Body::empty())
-                .unwrap()
-        };
+        let get = |path: &str| axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
         let resp = app.clone().oneshot(get("/boom")).await.unwrap();
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let resp = app.clone().oneshot(get("/fine")).await.unwrap();
