@@ -47,6 +47,10 @@ async fn prometheus_writes_promtool_reads_bad_input_is_refused() {
         format!("-server.http-listen-port={http_port}"),
         format!("-server.grpc-listen-port={grpc_port}"),
         "-distributor.max-recv-msg-size=1000000".to_string(),
+        // Credentials of backends this run does not use: /config must not show them.
+        "-s3.url=s3://AKIAEXAMPLE:s3-top-secret@us-east-1/chunks".to_string(),
+        "-dynamodb.url=dynamodb://AKIAEXAMPLE:dynamo-top-secret@us-east-1".to_string(),
+        "-consul.acl-token=consul-top-secret".to_string(),
     ];
     let log = dir.path().join("cortex.log");
     let mut proc = {
@@ -182,7 +186,30 @@ async fn prometheus_writes_promtool_reads_bad_input_is_refused() {
         .await
         .unwrap();
     assert_eq!(s, 200);
-    assert!(String::from_utf8_lossy(&b).contains("replication_factor: 1"));
+    let config = String::from_utf8_lossy(&b);
+    assert!(config.contains("replication_factor: 1"));
+    assert!(!config.contains("top-secret"), "/config shows a credential:\n{config}");
+    assert!(
+        config.contains("s3://AKIAEXAMPLE:********@us-east-1/chunks"),
+        "{config}"
+    );
+    assert!(config.contains("dynamodb://AKIAEXAMPLE:********@us-east-1"), "{config}");
+    assert!(config.contains("acl_token: \"********\""), "{config}");
+
+    // No raw ingester push on the public port: writes go through the
+    // distributor's validation (this series has an invalid metric name).
+    for path in ["/push", "/ingester/push"] {
+        let (s, _, _) = http(
+            &client,
+            "POST",
+            &format!("{base}{path}"),
+            &[],
+            push_body("not valid", &[], model::now_ms()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(s, 404, "{path}");
+    }
 
     // Graceful SIGTERM.
     assert_eq!(

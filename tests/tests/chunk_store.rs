@@ -110,8 +110,8 @@ fn storage_config(p: &Peers, schema_file: &str, with_caches: bool) -> StorageCon
         schema_config_file: schema_file.into(),
         ..Default::default()
     };
-    c.aws.dynamodb.dynamodb_url = format!("dynamodb://user:pass@127.0.0.1:{}/", p.dynamo_port);
-    c.aws.s3.s3 = format!("http://S3RVER:S3RVER@127.0.0.1:{}/cortex-chunks", p.s3_port);
+    c.aws.dynamodb.dynamodb_url = format!("dynamodb://user:pass@127.0.0.1:{}/", p.dynamo_port).into();
+    c.aws.s3.s3 = format!("http://S3RVER:S3RVER@127.0.0.1:{}/cortex-chunks", p.s3_port).into();
     c.aws.s3.s3forcepathstyle = true;
     if with_caches {
         let mc = format!("127.0.0.1:{}", p.memcached_port);
@@ -501,8 +501,8 @@ async fn moto_second_opinion_on_dynamodb_and_s3() {
         ..Default::default()
     };
     // moto takes any credentials but needs a real region name (us-east-1 by default here).
-    cfg.aws.dynamodb.dynamodb_url = format!("dynamodb://key:secret@127.0.0.1:{port}/");
-    cfg.aws.s3.s3 = format!("http://key:secret@127.0.0.1:{port}/cortex-chunks");
+    cfg.aws.dynamodb.dynamodb_url = format!("dynamodb://key:secret@127.0.0.1:{port}/").into();
+    cfg.aws.s3.s3 = format!("http://key:secret@127.0.0.1:{port}/cortex-chunks").into();
     cfg.aws.s3.s3forcepathstyle = true;
     let metrics = server::Metrics::new();
     let schema = cfg.schema().unwrap();

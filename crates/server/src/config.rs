@@ -101,9 +101,10 @@ pub fn load_from<C: Serialize + DeserializeOwned>(base: C, args: &[String], flag
     serde_json::from_value(tree).map_err(|e| ConfigError::Invalid(e.to_string()))
 }
 
-/// The effective config as YAML, for `/config`.
+/// The effective config as YAML, for `/config`: secrets masked
+/// ([`crate::secret`]).
 pub fn to_yaml<C: Serialize>(c: &C) -> String {
-    match serde_json::to_value(c) {
+    match crate::secret::redacted(|| serde_json::to_value(c)) {
         Ok(v) => {
             let mut out = String::new();
             write_yaml(&mut out, &v, 0);

@@ -24,7 +24,7 @@ use crate::StoreError;
 #[serde(default)]
 pub struct DynamoConfig {
     /// `dynamodb://key:secret@region` (real AWS), or an `http(s)://key:secret@host:port` endpoint.
-    pub dynamodb_url: String,
+    pub dynamodb_url: server::secret::SecretUrl,
     pub min_backoff: GoDuration,
     pub max_backoff: GoDuration,
     pub max_retries: u32,
@@ -33,7 +33,7 @@ pub struct DynamoConfig {
 impl Default for DynamoConfig {
     fn default() -> Self {
         DynamoConfig {
-            dynamodb_url: String::new(),
+            dynamodb_url: Default::default(),
             min_backoff: GoDuration(Duration::from_millis(100)),
             max_backoff: GoDuration(Duration::from_secs(50)),
             max_retries: 20,
@@ -46,7 +46,7 @@ impl Default for DynamoConfig {
 #[serde(default)]
 pub struct S3Config {
     /// `s3://key:secret@region/bucket` or `http://key:secret@host:port/bucket`.
-    pub s3: String,
+    pub s3: server::secret::SecretUrl,
     pub s3forcepathstyle: bool,
     /// Comma-separated bucket list overriding the URL's bucket (chosen by FNV-1a-32 of the key).
     pub bucketnames: String,

@@ -30,7 +30,7 @@ const MAX_WATCH_BACKOFF: Duration = Duration::from_secs(10);
 pub struct ConsulConfig {
     /// `host:port` (or a full `http://host:port` URL) of the Consul agent.
     pub host: String,
-    pub acl_token: String,
+    pub acl_token: server::secret::Secret,
     pub http_client_timeout: GoDuration,
     pub consistent_reads: bool,
     /// Blocking queries per second of one watch; 0 = unlimited.
@@ -42,7 +42,7 @@ impl Default for ConsulConfig {
     fn default() -> Self {
         ConsulConfig {
             host: "localhost:8500".into(),
-            acl_token: String::new(),
+            acl_token: Default::default(),
             http_client_timeout: GoDuration::secs(20),
             consistent_reads: false,
             watch_rate_limit: 1.0,
@@ -127,7 +127,7 @@ impl Inner {
         if self.cfg.acl_token.is_empty() {
             rb
         } else {
-            rb.header("X-Consul-Token", &self.cfg.acl_token)
+            rb.header("X-Consul-Token", self.cfg.acl_token.expose())
         }
     }
 

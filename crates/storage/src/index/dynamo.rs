@@ -79,7 +79,7 @@ impl DynamoIndex {
                 "the schema uses aws-dynamo but -dynamodb.url is empty",
             ));
         }
-        let url = crate::aws::parse_url(&cfg.dynamodb_url)?;
+        let url = crate::aws::parse_url(cfg.dynamodb_url.expose())?;
         let sdk = crate::aws::sdk_config(&url).await;
         let m = DynamoMetrics {
             duration: metrics.shared(

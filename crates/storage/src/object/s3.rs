@@ -34,7 +34,7 @@ impl S3ObjectClient {
         if cfg.s3.is_empty() {
             return Err(StoreError::bad_request("the schema uses s3 but -s3.url is empty"));
         }
-        let url = crate::aws::parse_url(&cfg.s3)?;
+        let url = crate::aws::parse_url(cfg.s3.expose())?;
         let mut buckets: Vec<String> = cfg
             .bucketnames
             .split(',')
