@@ -21,7 +21,10 @@ const PENDING_ROLES: &[(&str, &str)] = &[
 /// from the args (and printed). Remove a flag as it lands.
 const PENDING_FLAGS: &[(&str, &str)] = &[
     ("-runtime-config.file", "issue 13: live runtime overrides"),
-    ("-querier.frontend-address", "issue 10: queriers pulling from the query-frontend"),
+    (
+        "-querier.frontend-address",
+        "issue 10: queriers pulling from the query-frontend",
+    ),
 ];
 
 /// The image our containers run (docker/Dockerfile).
@@ -50,8 +53,7 @@ fn manifests() -> Vec<(String, Value)> {
     files.sort();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        let docs: Vec<Value> =
-            serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
         out.extend(docs.into_iter().filter(|d| !d.is_null()).map(|d| (name.clone(), d)));
     }
@@ -73,7 +75,9 @@ fn our_containers() -> Vec<Container> {
             if !c["image"].as_str().unwrap_or("").starts_with(OUR_IMAGE) {
                 continue;
             }
-            let command = c["command"].as_array().expect("our containers name their binary in `command`");
+            let command = c["command"]
+                .as_array()
+                .expect("our containers name their binary in `command`");
             assert_eq!(command.len(), 1, "{file}: command is the role's binary alone");
             let env = c["env"]
                 .as_array()
@@ -91,13 +95,18 @@ fn our_containers() -> Vec<Container> {
                 .collect();
             let mut config_mounts = vec![];
             for m in c["volumeMounts"].as_array().into_iter().flatten() {
-                let claims = d["spec"]["volumeClaimTemplates"].as_array().cloned().unwrap_or_default();
+                let claims = d["spec"]["volumeClaimTemplates"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
                 let Some(v) = volumes.iter().find(|v| v["name"] == m["name"]) else {
                     let claimed = claims.iter().any(|t| t["metadata"]["name"] == m["name"]);
                     assert!(claimed, "{file}: mount {} of an undeclared volume", m["name"]);
                     continue;
                 };
-                let Some(cm) = v["configMap"]["name"].as_str() else { continue };
+                let Some(cm) = v["configMap"]["name"].as_str() else {
+                    continue;
+                };
                 let data = config_maps
                     .get(cm)
                     .unwrap_or_else(|| panic!("{file}: ConfigMap {cm} is not in k8s/"));
@@ -106,7 +115,10 @@ fn our_containers() -> Vec<Container> {
                         .iter()
                         .map(|i| {
                             let key = i["key"].as_str().unwrap();
-                            (i["path"].as_str().unwrap().to_string(), data[key].as_str().unwrap().to_string())
+                            (
+                                i["path"].as_str().unwrap().to_string(),
+                                data[key].as_str().unwrap().to_string(),
+                            )
                         })
                         .collect(),
                     None => data
@@ -211,7 +223,10 @@ fn every_k8s_args_list_is_accepted_by_its_binary() {
 
     // The allow-lists say what is still missing: an entry that now works is reported.
     for (role, _) in PENDING_ROLES {
-        let p = std::env::var("CORTEX_BIN_DIR").map(PathBuf::from).unwrap_or_default().join(role);
+        let p = std::env::var("CORTEX_BIN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(role);
         if p.is_file() {
             println!("NOTE: {role} now exists: remove it from PENDING_ROLES");
         }
@@ -232,6 +247,9 @@ fn config_verify_rejects_what_start_would() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = verify("table-manager", &["-schema-config-file=/nonexistent/schema.yaml".to_string()]);
+    let out = verify(
+        "table-manager",
+        &["-schema-config-file=/nonexistent/schema.yaml".to_string()],
+    );
     assert!(!out.status.success(), "a missing schema config file is an error");
 }
