@@ -4,7 +4,7 @@
 #   the nginx ConfigMap is nginx/nginx.conf verbatim and `nginx -t` accepts that config,
 #   the retrieval Prometheus config passes `promtool check config` (all but its Kubernetes SD),
 #   docker/Dockerfile passes hadolint (it is not built here: see docs/operations.md),
-#   alerts pass `promtool check rules` and their unit tests `promtool test rules`,
+#   every alert has a section in docs/runbooks.md; alerts pass `promtool check rules` and their unit tests `promtool test rules`,
 #   dashboards/*.json are what dashboards/generate.py writes.
 # The binaries' side (args of every manifest, metric names) is checked by the e2e tests
 # tests/tests/k8s_args.rs and tests/tests/observability.rs.
@@ -51,6 +51,15 @@ echo "retrieval: promtool check config ok (Kubernetes SD replaced by static targ
 "$PEERS_OPT/venv/bin/hadolint" docker/Dockerfile
 echo "docker: hadolint ok"
 
+"$PY" - <<'PY'
+import sys, yaml
+alerts = [r["alert"] for g in yaml.safe_load(open("dashboards/alerts.yaml"))["groups"] for r in g["rules"] if "alert" in r]
+text = open("docs/runbooks.md").read()
+missing = [a for a in alerts if f"\n## {a}\n" not in text]
+if missing:
+    sys.exit(f"docs/runbooks.md has no section for: {', '.join(missing)}")
+print(f"runbooks: all {len(alerts)} alerts have a section")
+PY
 promtool check rules dashboards/alerts.yaml
 promtool test rules dashboards/alerts.test.yaml
 python3 dashboards/generate.py --check

@@ -64,7 +64,11 @@ fn default_at(tree: &Value, path: &str) -> String {
         None | Some(Value::Null) => return String::new(),
         Some(Value::String(s)) if s.is_empty() => return "`\"\"`".into(),
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(a)) => a.iter().map(|x| x.as_str().map_or(x.to_string(), String::from)).collect::<Vec<_>>().join(","),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| x.as_str().map_or(x.to_string(), String::from))
+            .collect::<Vec<_>>()
+            .join(","),
         Some(other) => other.to_string(),
     };
     format!("`{}`", text.replace('|', "\\|"))

@@ -10,10 +10,10 @@
 //! - [`flag_reference`]: docs/configuration.md, generated from the flag table.
 
 pub mod config;
+pub mod flag_reference;
 pub mod local_push;
 pub mod modules;
 pub mod verify;
-pub mod flag_reference;
 
 use std::process::ExitCode;
 

@@ -47,7 +47,10 @@ pub fn verify(cfg: &Config) -> Result<String, ConfigError> {
             storage::aws::parse_url(url).map_err(|e| invalid(what, &e))?;
         }
     }
-    if roles.iter().any(|r| matches!(*r, "ingester" | "querier" | "table-manager")) {
+    if roles
+        .iter()
+        .any(|r| matches!(*r, "ingester" | "querier" | "table-manager"))
+    {
         let schema = cfg.storage.schema().map_err(|e| invalid("schema config", &e))?;
         if roles.contains(&"table-manager") {
             cfg.table_manager
