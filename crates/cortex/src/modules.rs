@@ -203,6 +203,7 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
     );
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let grace = cfg.server.graceful_shutdown_timeout.0;
+    let grpc_limits = server::grpc::GrpcServerLimits::from_config(&cfg.server);
     let leaving = lifecycler.clone();
     let stopping_ingester = ingester.clone();
     let shutdown = async move {
@@ -220,7 +221,16 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
     };
     tracing::info!(roles = ?roles, http = %http_addr, grpc = %grpc_addr, "Cortex started");
     let task = tokio::spawn(async move {
-        if let Err(e) = server::http::serve(http_listener, http, grpc_listener, grpc.routes(), shutdown, grace).await {
+        if let Err(e) = server::http::serve(
+            http_listener,
+            http,
+            grpc_listener,
+            grpc.routes(),
+            grpc_limits,
+            shutdown,
+            grace,
+        )
+        .await {
             tracing::error!(error = %e, "server error");
         }
         drop(ring);

@@ -13,6 +13,7 @@ use crate::metrics::{
     DistributorMetrics, IngesterTypeLabels, ReasonUserLabels, UserLabel, TYPE_METADATA, TYPE_SAMPLES,
 };
 use crate::rate_limit::RateLimiter;
+use server::tenant_activity::TenantActivity;
 use crate::replication::{do_batch, IngesterJob, IngesterPusher, QuorumTracker, Replica, ReplicaPicker};
 use crate::validation::{metric_name, normalize_labels, ValidationError, Validator, REASON_RATE_LIMITED};
 
@@ -24,7 +25,14 @@ pub struct Distributor {
     pusher: Arc<dyn IngesterPusher>,
     rate_limiter: RateLimiter,
     metrics: DistributorMetrics,
+    /// Last push per tenant: per-tenant metrics and rate-limiter buckets of
+    /// tenants idle for [`INACTIVE_TENANT_TIMEOUT`] are dropped.
+    activity: TenantActivity,
 }
+
+/// After this long without a push, a tenant's metric label sets and its
+/// rate-limiter bucket are freed (Cortex's distributor: 15 minutes).
+pub const INACTIVE_TENANT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 impl Distributor {
     /// A distributor over any replica picker and ingester transport (the ring
@@ -45,9 +53,59 @@ impl Distributor {
             pusher,
             rate_limiter: RateLimiter::default(),
             metrics,
+            activity: TenantActivity::default(),
         });
         d.start_client_cleanup();
+        d.start_inactive_tenant_cleanup();
         d
+    }
+
+    /// Every fifth of the timeout, frees the state of tenants idle for
+    /// [`INACTIVE_TENANT_TIMEOUT`] (inside a tokio runtime; stops with the distributor).
+    fn start_inactive_tenant_cleanup(self: &Arc<Self>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak: Weak<Distributor> = Arc::downgrade(self);
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(INACTIVE_TENANT_TIMEOUT / 5);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(d) = weak.upgrade() else { return };
+                d.purge_inactive_tenants(Instant::now(), INACTIVE_TENANT_TIMEOUT);
+            }
+        });
+    }
+
+    /// Removes the metric label sets and rate-limiter bucket of every tenant
+    /// without a push for `idle` before `now`. Returns how many tenants went.
+    pub fn purge_inactive_tenants(&self, now: Instant, idle: Duration) -> usize {
+        let gone = self.activity.purge_idle(now, idle, |_| false);
+        let m = &self.metrics;
+        for t in &gone {
+            let user = UserLabel { user: t.tenant.clone() };
+            m.samples_in.remove(&user);
+            m.metadata_in.remove(&user);
+            m.received_samples.remove(&user);
+            m.received_metadata.remove(&user);
+            m.latest_seen_sample_timestamp.remove(&user);
+            for reason in &t.reasons {
+                let labels = ReasonUserLabels {
+                    reason: reason.to_string(),
+                    user: t.tenant.clone(),
+                };
+                m.discarded_samples.remove(&labels);
+                m.discarded_metadata.remove(&labels);
+            }
+        }
+        self.rate_limiter.purge_idle(now, idle);
+        gone.len()
+    }
+
+    /// Tenants with a rate-limiter bucket (for tests of the clean-up).
+    pub fn rate_limited_tenants(&self) -> usize {
+        self.rate_limiter.len()
     }
 
     /// Periodically drops pooled connections to ingesters that left the ring,
@@ -103,7 +161,11 @@ impl Distributor {
         model::shard_token_by_metric(tenant, family)
     }
 
-    fn discard(&self, family_is_metadata: bool, reason: &str, tenant: &str, n: u64) {
+    fn discard(&self, family_is_metadata: bool, reason: &'static str, tenant: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.activity.discarded(tenant, reason, Instant::now());
         let family = if family_is_metadata {
             &self.metrics.discarded_metadata
         } else {
@@ -129,6 +191,7 @@ impl Distributor {
             skip_label_name_validation,
             source,
         } = req;
+        self.activity.touch(tenant, Instant::now());
         let user = UserLabel {
             user: tenant.to_string(),
         };

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 pub use config::{Config, Limits, FLAGS, LIMITS_FLAGS};
 pub use decode::{decode_write_request, encode_write_request, DecodeError};
-pub use distributor::Distributor;
+pub use distributor::{Distributor, INACTIVE_TENANT_TIMEOUT};
 pub use replication::{IngesterPusher, Replica, ReplicaPicker, ReplicaSet};
 pub use validation::ValidationError;
 

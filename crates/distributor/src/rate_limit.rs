@@ -34,6 +34,27 @@ impl Default for RateLimiter {
 }
 
 impl RateLimiter {
+    /// Drops the buckets not used for `idle` before `now` that have refilled
+    /// to their burst: such a bucket is exactly what a new one would be, so
+    /// forgetting it changes no decision.
+    pub fn purge_idle(&self, now: Instant, idle: std::time::Duration) {
+        for shard in &self.shards {
+            shard.lock().retain(|_, b| {
+                let unused = now.saturating_duration_since(b.last);
+                unused < idle || b.tokens + unused.as_secs_f64() * b.rate < b.burst
+            });
+        }
+    }
+
+    /// Number of tenants with a bucket.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Takes `n` tokens from `tenant`'s bucket if it holds that many.
     /// A changed rate or burst (runtime overrides) applies from now on; the
     /// bucket keeps its level, capped at the new burst.
@@ -97,6 +118,24 @@ mod tests {
         assert!(rl.allow_n("a", 1.0, 10, 10, t0));
         assert!(!rl.allow_n("a", 1.0, 10, 1, t0));
         assert!(rl.allow_n("b", 1.0, 10, 10, t0));
+    }
+
+    #[test]
+    fn idle_full_buckets_are_dropped_and_refilling_ones_kept() {
+        let rl = RateLimiter::default();
+        let t0 = Instant::now();
+        assert!(rl.allow_n("a", 10.0, 20, 20, t0));
+        // 1 token per 100 s: after 60 s idle, b is still far from full.
+        assert!(rl.allow_n("b", 0.01, 20, 20, t0));
+        assert_eq!(rl.len(), 2);
+        rl.purge_idle(t0 + Duration::from_secs(30), Duration::from_secs(60));
+        assert_eq!(rl.len(), 2, "not idle long enough");
+        rl.purge_idle(t0 + Duration::from_secs(61), Duration::from_secs(60));
+        assert_eq!(rl.len(), 1, "a refilled and went; b still owes tokens");
+        // b's debt is remembered: it still cannot take its full burst.
+        assert!(!rl.allow_n("b", 0.01, 20, 20, t0 + Duration::from_secs(61)));
+        rl.purge_idle(t0 + Duration::from_secs(10_000), Duration::from_secs(60));
+        assert!(rl.is_empty());
     }
 
     #[test]

@@ -936,3 +936,39 @@ mod grpc {
         assert_eq!(c.stubs[1].pushes.lock()[0].0, "team-x");
     }
 }
+
+// ------------------------------------------------ per-tenant state -------
+
+#[tokio::test]
+async fn random_tenants_with_invalid_series_leave_no_state_after_the_idle_timeout() {
+    let s = setup();
+    for i in 0..10_000 {
+        let tenant = format!("random-{i}");
+        // Invalid: a metric name with a space.
+        let err = s.d
+            .push(&tenant, request(vec![series(&[("__name__", "not valid")], 1)]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, 400);
+    }
+    assert!(s.ingesters.pushes().is_empty());
+    assert_eq!(s.d.rate_limited_tenants(), 0, "no bucket for a tenant that never got past validation");
+    let text = s.metrics.encode();
+    assert!(text.contains("cortex_discarded_samples_total{reason=\"metric_name_invalid\",user=\"random-9999\"} 1"));
+
+    // A tenant that wrote something and then stopped, and one still active.
+    s.d.push("quiet", request(vec![series(&[("__name__", "up")], 1)])).await.unwrap();
+    assert_eq!(s.d.rate_limited_tenants(), 1);
+    let now = std::time::Instant::now();
+    assert_eq!(s.d.purge_inactive_tenants(now, crate::INACTIVE_TENANT_TIMEOUT), 0, "nobody is idle yet");
+
+    let later = now + crate::INACTIVE_TENANT_TIMEOUT + Duration::from_secs(1);
+    assert_eq!(s.d.purge_inactive_tenants(later, crate::INACTIVE_TENANT_TIMEOUT), 10_001);
+    let text = s.metrics.encode();
+    assert!(!text.contains("user=\""), "per-tenant label sets left:\n{}", &text[..text.len().min(2000)]);
+    assert_eq!(s.d.rate_limited_tenants(), 0);
+
+    // A tenant coming back starts afresh and is counted again.
+    s.d.push("quiet", request(vec![series(&[("__name__", "up")], 2)])).await.unwrap();
+    assert_eq!(metric(&s.metrics, "cortex_distributor_received_samples_total{user=\"quiet\"}"), Some(2.0));
+}

@@ -150,6 +150,88 @@ async fn every_acknowledged_sample_is_replayed_after_a_crash() {
     assert_eq!(dump(&ing), want);
 }
 
+fn one(series: Vec<TimeSeries>) -> WriteRequest {
+    WriteRequest {
+        timeseries: series,
+        ..Default::default()
+    }
+}
+
+/// Two pushes to one series, appended A then B but logged B then A: what
+/// [`Ingester::push`] does when B's append and log both happen between A's
+/// append and A's log (each push is exactly `append` then `log`).
+async fn push_crossed(ing: &Ingester, a: WriteRequest, b: WriteRequest) {
+    let (ra, wal_a) = ing.append("t1", &a);
+    let (rb, wal_b) = ing.append("t1", &b);
+    ra.unwrap();
+    rb.unwrap();
+    ing.log(wal_b).await.unwrap();
+    ing.log(wal_a).await.unwrap();
+}
+
+#[tokio::test]
+async fn samples_logged_in_the_other_order_than_appended_are_all_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (ing, _) = start(wal_config(dir.path())).await;
+        push_rounds(&ing, 1, 0..3).await;
+        // Both pushes were acknowledged: 45 s (A) and 60 s (B) are in memory.
+        push_crossed(
+            &ing,
+            one(vec![ts("m", 0, &[(45_000, 1.0)])]),
+            one(vec![ts("m", 0, &[(60_000, 2.0)])]),
+        )
+        .await;
+        // Crossed again, now straddling a full chunk: A's sample lands in
+        // the middle of a chunk that already holds 120 samples.
+        let full: Vec<(i64, f64)> = (0..119).map(|i| (100_000 + i * 1000, i as f64)).collect();
+        push_crossed(
+            &ing,
+            one(vec![ts("m", 0, &[(90_000, 3.0)])]),
+            one(vec![ts("m", 0, &full)]),
+        )
+        .await;
+        assert_eq!(dump(&ing)[0].1.len(), 3 + 2 + 1 + 119);
+    }
+    let (ing, _) = start(wal_config(dir.path())).await;
+    let mut want: Vec<(i64, f64)> = vec![(0, 0.0), (15_000, 1.0), (30_000, 2.0), (45_000, 1.0), (60_000, 2.0), (90_000, 3.0)];
+    want.extend((0..119).map(|i| (100_000 + i * 1000, i as f64)));
+    assert_eq!(dump(&ing), vec![("0".to_string(), want)]);
+    let stats = ing.replay_stats().unwrap();
+    assert_eq!(stats.samples_skipped, 0);
+    assert_eq!(stats.samples_appended, 3 + 2 + 1 + 119);
+    // The series goes on taking samples after its last one, and still
+    // rejects one older than that.
+    ing.push("t1", one(vec![ts("m", 0, &[(300_000, 9.0)])])).await.unwrap();
+    let err = ing.push("t1", one(vec![ts("m", 0, &[(95_000, 9.0)])])).await.unwrap_err();
+    assert_eq!(err.code, 400);
+}
+
+#[tokio::test]
+async fn samples_logged_before_the_record_creating_their_series_are_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (ing, _) = start(wal_config(dir.path())).await;
+        // A creates series 7 (its series record is in A's batch), B appends
+        // to it; B's batch is logged first and names a series not yet known.
+        push_crossed(
+            &ing,
+            one(vec![ts("m", 7, &[(1_000, 1.0)])]),
+            one(vec![ts("m", 7, &[(2_000, 2.0)]), ts("m", 8, &[(2_000, 8.0)])]),
+        )
+        .await;
+    }
+    let (ing, _) = start(wal_config(dir.path())).await;
+    assert_eq!(
+        dump(&ing),
+        vec![
+            ("7".to_string(), vec![(1_000, 1.0), (2_000, 2.0)]),
+            ("8".to_string(), vec![(2_000, 8.0)])
+        ]
+    );
+    assert_eq!(ing.replay_stats().unwrap().samples_skipped, 0);
+}
+
 #[tokio::test]
 async fn checkpoints_replace_old_segments_and_replay_continues_after_them() {
     let dir = tempfile::tempdir().unwrap();

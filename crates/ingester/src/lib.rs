@@ -9,7 +9,8 @@
 //!   by fingerprint, with an inverted index for matcher lookups.
 //! - [`Ingester::grpc_service`] serves every `cortex.Ingester` RPC; hand-over
 //!   (`TransferChunks`) is refused on purpose (see [`grpc`]).
-//! - [`Ingester::http_routes`] adds the debugging push endpoints.
+//! - [`Ingester::http_routes`]: stats, flush and shutdown endpoints (no raw
+//!   push: writes go through the distributor).
 //!
 //! - Durability: [`wal`] logs every push before it is acknowledged and
 //!   checkpoints memory; [`flush`] cuts and flushes chunks to the store.
@@ -70,6 +71,9 @@ pub struct Config {
     pub max_metadata_per_metric: usize,
     /// Metadata not pushed again for this long is forgotten.
     pub metadata_retain_period: GoDuration,
+    /// A tenant without series that pushed nothing for this long loses its
+    /// per-tenant metric label sets (its state went when its last series did).
+    pub active_series_metrics_idle_timeout: GoDuration,
     /// WAL and checkpoints (`-ingester.wal-*`, `-ingester.checkpoint-*`).
     pub walconfig: wal::WalConfig,
     /// Chunk cutting and flushing; its keys sit directly in this section, as in Cortex.
@@ -89,6 +93,7 @@ impl Default for Config {
             max_metadata_per_user: 8000,
             max_metadata_per_metric: 10,
             metadata_retain_period: GoDuration::secs(600),
+            active_series_metrics_idle_timeout: GoDuration::secs(600),
             walconfig: wal::WalConfig::default(),
             flush: flush::FlushConfig::default(),
         }
@@ -137,6 +142,11 @@ impl Config {
             "metadata_retain_period",
             "Period at which metadata we have not seen will remain in memory before being deleted.",
         ),
+        Flag::new(
+            "ingester.active-series-metrics-idle-timeout",
+            "active_series_metrics_idle_timeout",
+            "After what time a tenant with no series in memory and no pushes has its per-tenant metrics removed.",
+        ),
     ];
 
     /// [`Config::FLAGS`] plus the lifecycler's flags, with their YAML paths
@@ -183,8 +193,12 @@ pub type ReadinessCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 /// The ingester: per-tenant in-memory series behind `cortex.Ingester`.
 pub struct Ingester {
     cfg: Config,
-    /// Read-locked on every request, write-locked only to add a tenant.
+    /// Read-locked on every request, write-locked only to add or remove a
+    /// tenant. A tenant is kept only while it has series or metadata: one
+    /// whose pushes all fail leaves nothing behind ([`Ingester::release_if_empty`]).
     users: RwLock<HashMap<Arc<str>, Arc<UserState>>>,
+    /// Last push per tenant, to drop the metric label sets of idle tenants.
+    activity: server::tenant_activity::TenantActivity,
     metrics: IngesterMetrics,
     lifecycler: RwLock<Option<Arc<ring::Lifecycler>>>,
     readiness: RwLock<Option<ReadinessCheck>>,
@@ -218,6 +232,7 @@ impl Ingester {
             flusher: flush::Flusher::new(&cfg.flush, metrics),
             cfg,
             users: RwLock::new(HashMap::new()),
+            activity: Default::default(),
             metrics: IngesterMetrics::new(metrics),
             lifecycler: RwLock::new(None),
             readiness: RwLock::new(None),
@@ -275,15 +290,17 @@ impl Ingester {
         }
     }
 
-    /// The gRPC service (`cortex.Ingester`), with Cortex's message size limits.
+    /// The gRPC service (`cortex.Ingester`). Message sizes are limited by
+    /// the server (`-server.grpc-max-*-msg-size-bytes`, [`server::grpc`]),
+    /// so tonic's own per-service limits are lifted here.
     pub fn grpc_service(self: &Arc<Self>) -> proto::cortex::ingester_server::IngesterServer<IngesterService> {
         proto::cortex::ingester_server::IngesterServer::new(IngesterService::new(self.clone()))
-            .max_decoding_message_size(server::ingester_client::MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(server::ingester_client::MAX_MESSAGE_SIZE)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
     }
 
-    /// `POST /ingester/push`, `POST /push` (remote-write straight into this
-    /// ingester, for debugging) and `GET /ingester/all_user_stats`.
+    /// `GET /ingester/all_user_stats`, `/flush` and `/shutdown` (see [`http`]
+    /// for why there is no raw push route).
     pub fn http_routes(self: &Arc<Self>) -> axum::Router {
         http::routes(self.clone()).merge(flush::routes(self.clone()))
     }
@@ -293,21 +310,33 @@ impl Ingester {
     /// `user=<tenant>: ` after the others were applied.
     pub async fn push(&self, tenant: &str, req: WriteRequest) -> Result<(), HttpError> {
         self.check_accepting()?;
-        let wal = self.wal.get();
+        let (result, batch) = self.append(tenant, &req);
+        // Logged after the in-memory append and before the acknowledgement,
+        // even when some samples were rejected: the others were applied.
+        self.log(batch).await?;
+        result
+    }
+
+    /// The in-memory half of a push: the push's result and, with a WAL, the
+    /// records to log before acknowledging it.
+    pub(crate) fn append(&self, tenant: &str, req: &WriteRequest) -> (Result<(), HttpError>, Option<wal::WalBatch>) {
         let mut out = PushOutcome {
-            wal: wal.map(|_| wal::WalBatch::new(tenant)),
+            wal: self.wal.get().map(|_| wal::WalBatch::new(tenant)),
             spread_cycle_ms: self.spread_cycle_ms(),
             ..Default::default()
         };
-        let result = self.push_request(tenant, &req, &mut out);
-        // Logged after the in-memory append and before the acknowledgement,
-        // even when some samples were rejected: the others were applied.
-        if let (Some(wal), Some(batch)) = (wal, out.wal.take()) {
+        let result = self.push_request(tenant, req, &mut out);
+        (result, out.wal.take())
+    }
+
+    /// The durable half of a push: one WAL write for all of its records.
+    pub(crate) async fn log(&self, batch: Option<wal::WalBatch>) -> Result<(), HttpError> {
+        if let (Some(wal), Some(batch)) = (self.wal.get(), batch) {
             wal.log(&batch)
                 .await
                 .map_err(|e| HttpError::internal(format!("writing to the WAL: {e}")))?;
         }
-        result
+        Ok(())
     }
 
     fn push_request(&self, tenant: &str, req: &WriteRequest, out: &mut PushOutcome) -> Result<(), HttpError> {
@@ -334,6 +363,9 @@ impl Ingester {
             self.ingest_metadata(&user, &req.metadata, now);
         }
         self.record_push(&user, req.source, out);
+        if out.series_created == 0 {
+            self.release_if_empty(user);
+        }
         match out.first_error.take() {
             Some(e) => Err(HttpError::bad_request(format!("user={tenant}: {e}"))),
             None => Ok(()),
@@ -358,10 +390,16 @@ impl Ingester {
 
     fn record_push(&self, user: &UserState, source: i32, out: &PushOutcome) {
         let m = &self.metrics;
+        let now = std::time::Instant::now();
+        self.activity.touch(&user.tenant, now);
         m.ingested_samples.inc_by(out.appended);
         m.ingested_samples_failures.inc_by(out.failed());
         for reason in DiscardReason::ALL {
-            m.discard(reason, &user.tenant, out.discarded[reason.index()]);
+            let n = out.discarded[reason.index()];
+            if n > 0 {
+                self.activity.discarded(&user.tenant, reason.as_str(), now);
+                m.discard(reason, &user.tenant, n);
+            }
         }
         if out.series_created > 0 {
             m.memory_series.inc_by(out.series_created as i64);
@@ -399,6 +437,40 @@ impl Ingester {
             .clone()
     }
 
+    /// Forgets `user` if it holds nothing (no series, no metadata) and
+    /// nobody else is using it. Every other holder got its reference under
+    /// the `users` lock, which is held here, so a count of one means no
+    /// push can be about to add a series to it.
+    fn release_if_empty(&self, user: Arc<UserState>) {
+        if !user.is_empty() {
+            return;
+        }
+        let tenant = user.tenant.clone();
+        drop(user);
+        let mut users = self.users.write();
+        if let Some(u) = users.get(&*tenant) {
+            if Arc::strong_count(u) == 1 && u.is_empty() {
+                users.remove(&*tenant);
+                self.metrics.memory_users.dec();
+            }
+        }
+    }
+
+    /// Drops every tenant left without series and metadata (their last
+    /// series was flushed, their metadata expired), then the metric label
+    /// sets of tenants gone and idle for `active_series_metrics_idle_timeout`.
+    pub(crate) fn purge_idle_tenants(&self, now: std::time::Instant) {
+        let empty: Vec<Arc<UserState>> = self.users_snapshot().into_iter().filter(|u| u.is_empty()).collect();
+        for user in empty {
+            self.release_if_empty(user);
+        }
+        let idle = self.cfg.active_series_metrics_idle_timeout.0;
+        let gone = self.activity.purge_idle(now, idle, |tenant| self.users.read().contains_key(tenant));
+        for t in gone {
+            self.metrics.forget_user(&t.tenant, &t.reasons);
+        }
+    }
+
     fn users_snapshot(&self) -> Vec<Arc<UserState>> {
         self.users.read().values().cloned().collect()
     }
@@ -412,6 +484,12 @@ impl Ingester {
             user.rule_rate.tick();
             user.purge_metadata(older_than);
         }
+        self.purge_idle_tenants(std::time::Instant::now());
+    }
+
+    /// Number of tenants with state in this ingester.
+    pub fn num_users(&self) -> usize {
+        self.users.read().len()
     }
 
     /// Decoded samples in `[from, through]` of every series of `tenant`

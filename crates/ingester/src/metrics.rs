@@ -148,6 +148,20 @@ impl IngesterMetrics {
         m
     }
 
+    /// Removes every label set of `user` (a tenant gone and idle); `reasons`
+    /// are the discard reasons it was counted under.
+    pub(crate) fn forget_user(&self, user: &str, reasons: &[&'static str]) {
+        let label = UserLabel { user: user.to_string() };
+        self.series_created.remove(&label);
+        self.series_removed.remove(&label);
+        for reason in reasons {
+            self.discarded_samples.remove(&ReasonUserLabels {
+                reason: reason.to_string(),
+                user: user.to_string(),
+            });
+        }
+    }
+
     pub(crate) fn discard(&self, reason: DiscardReason, user: &str, n: u64) {
         if n == 0 {
             return;

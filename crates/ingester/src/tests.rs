@@ -768,7 +768,7 @@ async fn other_rpcs_over_grpc() {
 }
 
 #[tokio::test]
-async fn http_push_route_accepts_remote_write() {
+async fn no_raw_push_route_bypasses_the_distributor() {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
     let (ing, _) = new_ingester(Config::default());
@@ -779,21 +779,13 @@ async fn http_push_route_accepts_remote_write() {
             .header("X-Scope-OrgID", "web")
             .body(axum::body::Body::from(compressed.clone()))
             .unwrap();
-        // The second push repeats the sample: a duplicate, silently accepted.
         let resp = ing.http_routes().oneshot(req).await.unwrap();
-        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.status(), 404, "{path}");
     }
-    assert_eq!(ing.num_series("web"), 1);
-
-    let req = axum::http::Request::post("/push")
-        .header("X-Scope-OrgID", "web")
-        .body(axum::body::Body::from("not snappy"))
+    assert_eq!(ing.num_series("web"), 0);
+    ing.push("web", write(vec![series(&[("__name__", "via_grpc")], &[(1, 1.0)])]))
+        .await
         .unwrap();
-    assert_eq!(ing.http_routes().oneshot(req).await.unwrap().status(), 400);
-    let req = axum::http::Request::post("/push")
-        .body(axum::body::Body::from(compressed))
-        .unwrap();
-    assert_eq!(ing.http_routes().oneshot(req).await.unwrap().status(), 401);
 
     let req = axum::http::Request::get("/ingester/all_user_stats")
         .body(axum::body::Body::empty())
@@ -891,4 +883,73 @@ fn flags_include_the_lifecycler_nested() {
     let cfg: Config = server::config::load(&args, &flags).unwrap();
     assert_eq!(cfg.lifecycler.num_tokens, 64);
     assert_eq!(cfg.max_series_per_metric, 7);
+}
+
+#[tokio::test]
+async fn tenants_whose_pushes_all_fail_leave_no_state() {
+    let mut cfg = Config::default();
+    cfg.max_series_per_metric = 1;
+    let (ing, metrics) = new_ingester(cfg);
+    let bad = LabelPair {
+        name: Bytes::from_static(b"__name__"),
+        value: Bytes::from_static(b"\xff\xfe"),
+    };
+    for i in 0..10_000 {
+        let mut ts = series(&[], &[(1, 1.0)]);
+        ts.labels.push(bad.clone());
+        let err = ing.push(&format!("random-{i}"), write(vec![ts])).await.unwrap_err();
+        assert_eq!(err.code, 400);
+    }
+    assert_eq!(ing.num_users(), 0);
+    assert_eq!(metric_line(&metrics, "cortex_ingester_memory_users").as_deref(), Some("cortex_ingester_memory_users 0"));
+    // A tenant with one series stays; its second series is over the
+    // per-metric limit, which removes nothing.
+    ing.push("real", write(vec![series(&[("__name__", "up"), ("a", "1")], &[(1, 1.0)])]))
+        .await
+        .unwrap();
+    let err = ing
+        .push("real", write(vec![series(&[("__name__", "up"), ("a", "2")], &[(1, 1.0)])]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 400);
+    assert_eq!(ing.num_users(), 1);
+    assert_eq!(ing.num_series("real"), 1);
+    let text = metrics.encode();
+    assert!(text.contains("cortex_discarded_samples_total{reason=\"label_invalid\",user=\"random-9999\"} 1"), "{text}");
+
+    // Label sets stay until the idle timeout, then go, except the live tenant's.
+    let now = std::time::Instant::now();
+    ing.purge_idle_tenants(now);
+    assert!(metrics.encode().contains("user=\"random-0\""));
+    ing.purge_idle_tenants(now + ing.config().active_series_metrics_idle_timeout.0 + std::time::Duration::from_secs(1));
+    let text = metrics.encode();
+    let users: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.split("user=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(users.into_iter().collect::<Vec<_>>(), vec!["real"], "{text}");
+    assert_eq!(ing.num_users(), 1);
+}
+
+#[tokio::test]
+async fn a_tenant_left_with_nothing_is_purged_on_the_next_tick() {
+    let mut cfg = Config::default();
+    cfg.metadata_retain_period = model::GoDuration(std::time::Duration::ZERO);
+    let (ing, _) = new_ingester(cfg);
+    // Metadata alone keeps a tenant (until it expires).
+    let req = WriteRequest {
+        metadata: vec![MetricMetadata {
+            r#type: 1,
+            metric_family_name: "up".into(),
+            help: "h".into(),
+            unit: String::new(),
+        }],
+        ..Default::default()
+    };
+    ing.push("md", req).await.unwrap();
+    assert_eq!(ing.num_users(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    ing.tick();
+    assert_eq!(ing.num_users(), 0);
+    assert!(ing.metadata("md").is_empty());
 }

@@ -131,6 +131,9 @@ pub(crate) struct PushOutcome {
     pub(crate) wal: Option<crate::wal::WalBatch>,
     /// Input: the spread-flush cycle (max chunk age) in ms, 0 = off.
     pub(crate) spread_cycle_ms: i64,
+    /// Input: samples come from the WAL, where a series' samples may be
+    /// logged out of time order; they are put in place instead of rejected.
+    pub(crate) replaying: bool,
 }
 
 impl PushOutcome {
@@ -271,6 +274,11 @@ impl UserState {
         self.num_series.load(Ordering::Relaxed)
     }
 
+    /// No series and no metadata: nothing worth keeping the tenant for.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.num_series() == 0 && self.metadata.lock().total == 0
+    }
+
     fn shard(&self, fp: Fingerprint) -> &Mutex<SeriesShard> {
         &self.shards[(fp % SERIES_SHARDS as u64) as usize]
     }
@@ -320,7 +328,12 @@ impl UserState {
             if out.spread_cycle_ms > 0 {
                 series.cut_for_spread(fp, s.timestamp_ms, out.spread_cycle_ms);
             }
-            match series.append(s.timestamp_ms, s.value, now_ms) {
+            let appended = if out.replaying {
+                series.replay_sample(s.timestamp_ms, s.value, now_ms)
+            } else {
+                series.append(s.timestamp_ms, s.value, now_ms)
+            };
+            match appended {
                 Ok(new_chunk) => {
                     out.appended += 1;
                     out.chunks_created += new_chunk as u64;

@@ -73,7 +73,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         };
         total += n * secs;
     }
-    Ok(Duration::from_secs_f64(total))
+    // `99999999999999999y` is a valid spelling of a duration no Duration can hold.
+    Duration::try_from_secs_f64(total).map_err(|_| err())
 }
 
 impl std::str::FromStr for GoDuration {
@@ -165,7 +166,9 @@ mod tests {
         assert_eq!(GoDuration::secs(15).to_string(), "15s");
         assert_eq!(GoDuration::millis(250).to_string(), "250ms");
         assert_eq!(GoDuration::secs(0).to_string(), "0s");
-        for bad in ["", "15", "s", "1x", "1h-5m"] {
+        // Too long for a Duration: an error, not a panic.
+        let infinite = format!("{}s", "9".repeat(400));
+        for bad in ["", "15", "s", "1x", "1h-5m", "99999999999999999y", infinite.as_str()] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use model::{Labels, LabelsBuilder, Series, METRIC_NAME};
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
-use crate::eval::{from_steps, merge_same_labels, to_steps, Evaluator, Val};
+use crate::eval::{from_steps, merge_same_labels, to_steps, Evaluator, Stop, Val};
 use crate::plan::Range;
 use crate::PromqlError;
 
@@ -159,9 +159,17 @@ impl Evaluator<'_> {
             (Val::Vector(l), Val::Vector(rv)) => {
                 let matching = Matching::from_expr(b, op);
                 if op.is_set() {
-                    Ok(Val::Vector(set_op(op, l, rv, &matching, r)?))
+                    Ok(Val::Vector(set_op(op, l, rv, &matching, r, &self.stop)?))
                 } else {
-                    Ok(Val::Vector(vector_vector(op, l, rv, &matching, return_bool, r)?))
+                    Ok(Val::Vector(vector_vector(
+                        op,
+                        l,
+                        rv,
+                        &matching,
+                        return_bool,
+                        r,
+                        &self.stop,
+                    )?))
                 }
             }
             _ => Err(PromqlError::Execution(format!(
@@ -208,13 +216,21 @@ fn vector_scalar(
     merge_same_labels(out)
 }
 
-fn set_op(op: Op, l: Vec<Series>, rv: Vec<Series>, m: &Matching, r: Range) -> Result<Vec<Series>, PromqlError> {
+fn set_op(
+    op: Op,
+    l: Vec<Series>,
+    rv: Vec<Series>,
+    m: &Matching,
+    r: Range,
+    stop: &Stop,
+) -> Result<Vec<Series>, PromqlError> {
     let ls = to_steps(l, r);
     let rs = to_steps(rv, r);
     let lsig: Vec<Labels> = ls.labels.iter().map(|l| m.signature(l)).collect();
     let rsig: Vec<Labels> = rs.labels.iter().map(|l| m.signature(l)).collect();
     let mut out_steps = Vec::with_capacity(ls.steps.len());
     for (lv, rvv) in ls.steps.iter().zip(rs.steps.iter()) {
+        stop.check()?;
         let mut out: Vec<(Labels, f64)> = Vec::new();
         match op {
             Op::And => {
@@ -257,6 +273,7 @@ fn vector_vector(
     m: &Matching,
     return_bool: bool,
     r: Range,
+    stop: &Stop,
 ) -> Result<Vec<Series>, PromqlError> {
     let one_to_many = matches!(m.card, VectorMatchCardinality::OneToMany(_));
     let one_to_one = matches!(m.card, VectorMatchCardinality::OneToOne);
@@ -269,6 +286,7 @@ fn vector_vector(
     let mut metric_cache: HashMap<(u32, u32), Labels> = HashMap::new();
     let mut out_steps = Vec::with_capacity(ls.steps.len());
     for (lv, rvv) in ls.steps.iter().zip(rs.steps.iter()) {
+        stop.check()?;
         let mut out: Vec<(Labels, f64)> = Vec::new();
         if lv.is_empty() || rvv.is_empty() {
             out_steps.push(out);

@@ -13,7 +13,30 @@ use model::{Labels, Sample, Series};
 use promql_parser::parser::{Expr, MatrixSelector, VectorSelector};
 
 use crate::plan::{at_ms, duration_ms, offset_ms, selector_key, subquery_range, QueryTimes, Range};
-use crate::PromqlError;
+use crate::{Cancellation, PromqlError};
+
+/// Steps between two looks at the deadline inside one series' loop over the steps.
+const CHECK_EVERY_STEPS: usize = 4096;
+
+/// When an evaluation must stop: its deadline (`-querier.timeout` or the request's
+/// `timeout`), or its caller giving up.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stop {
+    pub deadline: Option<Instant>,
+    pub cancel: Option<Cancellation>,
+}
+
+impl Stop {
+    pub fn check(&self) -> Result<(), PromqlError> {
+        if self.cancel.as_ref().is_some_and(Cancellation::is_canceled) {
+            return Err(PromqlError::Canceled);
+        }
+        if self.deadline.is_some_and(|d| Instant::now() > d) {
+            return Err(PromqlError::Timeout);
+        }
+        Ok(())
+    }
+}
 
 /// The value of an expression over all steps of its range.
 #[derive(Debug, Clone)]
@@ -125,20 +148,32 @@ pub(crate) struct Evaluator<'a> {
     pub data: &'a HashMap<usize, Vec<Series>>,
     pub max_samples: usize,
     pub current: Cell<usize>,
-    pub deadline: Instant,
+    pub stop: Stop,
 }
 
 impl<'a> Evaluator<'a> {
+    /// Fails once the query is past its deadline or canceled.
     pub fn check_deadline(&self) -> Result<(), PromqlError> {
-        if Instant::now() > self.deadline {
-            return Err(PromqlError::Timeout);
+        self.stop.check()
+    }
+
+    /// Samples that may still be charged.
+    pub fn room(&self) -> usize {
+        self.max_samples.saturating_sub(self.current.get())
+    }
+
+    /// Fails unless `n` more samples fit the budget; called before allocating `n` of them
+    /// (they are charged when the expression's value is complete).
+    pub fn reserve(&self, n: usize) -> Result<(), PromqlError> {
+        if n > self.room() {
+            return Err(PromqlError::TooManySamples);
         }
         Ok(())
     }
 
     /// Accounts `n` more samples held in memory.
     pub fn add_samples(&self, n: usize) -> Result<(), PromqlError> {
-        let c = self.current.get() + n;
+        let c = self.current.get().saturating_add(n);
         if c > self.max_samples {
             return Err(PromqlError::TooManySamples);
         }
@@ -159,7 +194,10 @@ impl<'a> Evaluator<'a> {
 
     fn eval_inner(&self, expr: &Expr, r: Range) -> Result<Val, PromqlError> {
         match expr {
-            Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; r.steps()])),
+            Expr::NumberLiteral(n) => {
+                self.reserve(r.steps())?;
+                Ok(Val::Scalar(vec![n.val; r.steps()]))
+            }
             Expr::StringLiteral(s) => Ok(Val::String(s.val.clone())),
             Expr::Paren(p) => self.eval(&p.expr, r),
             Expr::Unary(u) => match self.eval(&u.expr, r)? {
@@ -210,11 +248,17 @@ impl<'a> Evaluator<'a> {
         let mut out = Vec::new();
         for s in self.series_for(vs) {
             self.check_deadline()?;
+            // A series' points are charged when it is complete; until then they may not
+            // outgrow what is left of the budget.
+            let room = self.room();
             let mut pts = Vec::new();
             let mut j = 0;
             for i in 0..n {
+                if i % CHECK_EVERY_STEPS == CHECK_EVERY_STEPS - 1 {
+                    self.check_deadline()?;
+                }
                 let t = r.ts(i);
-                let reft = at.unwrap_or(t) - off;
+                let reft = at.unwrap_or(t).saturating_sub(off);
                 while j < s.samples.len() && s.samples[j].t <= reft {
                     j += 1;
                 }
@@ -222,10 +266,13 @@ impl<'a> Evaluator<'a> {
                     continue;
                 }
                 let smp = s.samples[j - 1];
-                if smp.t < reft - self.q.lookback || model::is_stale_nan(smp.v) {
+                if smp.t < reft.saturating_sub(self.q.lookback) || model::is_stale_nan(smp.v) {
                     continue;
                 }
                 let v = if want_timestamp { smp.t as f64 / 1000.0 } else { smp.v };
+                if pts.len() == room {
+                    return Err(PromqlError::TooManySamples);
+                }
                 pts.push(Sample { t, v });
             }
             if !pts.is_empty() {
@@ -280,6 +327,11 @@ impl<'a> Evaluator<'a> {
                 let at = at_ms(&sq.at, &self.q);
                 let range = duration_ms(&sq.range);
                 let inner = subquery_range(r, range, offset, at, step);
+                // Charged before the inner expression sizes anything by its steps
+                // (Prometheus's "…in subquery"); the planner checked against the whole budget.
+                if inner.steps() > self.room() {
+                    return Err(PromqlError::TooManySamplesInSubquery);
+                }
                 let series = match self.eval(&sq.expr, inner)? {
                     Val::Vector(m) => m.into_iter().map(|s| (s.labels, Cow::Owned(s.samples))).collect(),
                     Val::Scalar(v) => {
@@ -317,14 +369,21 @@ impl<'a> Evaluator<'a> {
     ) -> Result<Vec<(usize, Vec<Sample>)>, PromqlError> {
         let n = r.steps();
         let mut out = Vec::new();
+        // The output points are new memory: charged per series here (the caller's `eval`
+        // charges the finished value in their place), and no series may outgrow what is
+        // left of the budget before it is charged.
         for (si, (_, samples)) in src.series.iter().enumerate() {
             self.check_deadline()?;
+            let room = self.room();
             let (mut lo, mut hi) = (0usize, 0usize);
             let mut pts = Vec::new();
             for i in 0..n {
+                if i % CHECK_EVERY_STEPS == CHECK_EVERY_STEPS - 1 {
+                    self.check_deadline()?;
+                }
                 let t = r.ts(i);
-                let reft = src.at.unwrap_or(t) - src.offset;
-                let mint = reft - src.range;
+                let reft = src.at.unwrap_or(t).saturating_sub(src.offset);
+                let mint = reft.saturating_sub(src.range);
                 while hi < samples.len() && samples[hi].t <= reft {
                     hi += 1;
                 }
@@ -337,10 +396,14 @@ impl<'a> Evaluator<'a> {
                 // The window is a view of samples already charged when loaded (or when the
                 // subquery producing them was evaluated): no new memory to account.
                 if let Some(v) = f(i, &samples[lo..hi]) {
+                    if pts.len() == room {
+                        return Err(PromqlError::TooManySamples);
+                    }
                     pts.push(Sample { t, v });
                 }
             }
             if !pts.is_empty() {
+                self.add_samples(pts.len())?;
                 out.push((si, pts));
             }
         }
@@ -350,8 +413,8 @@ impl<'a> Evaluator<'a> {
     /// The raw samples of each window, for a range vector at the top of an instant query.
     fn raw_windows(&self, src: &RangeSource<'_>, r: Range) -> Vec<Series> {
         let t = r.ts(0);
-        let reft = src.at.unwrap_or(t) - src.offset;
-        let mint = reft - src.range;
+        let reft = src.at.unwrap_or(t).saturating_sub(src.offset);
+        let mint = reft.saturating_sub(src.range);
         src.series
             .iter()
             .filter_map(|(l, s)| {

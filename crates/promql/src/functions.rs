@@ -456,10 +456,17 @@ impl Evaluator<'_> {
                 let tf = self.eval_scalar_arg(args[2], r)?;
                 self.range_function("holt_winters", args[0], Some((sf, tf)), r)
             }
-            "time" => Ok(Val::Scalar((0..n).map(|i| r.ts(i) as f64 / 1000.0).collect())),
-            "pi" => Ok(Val::Scalar(vec![std::f64::consts::PI; n])),
+            "time" => {
+                self.reserve(n)?;
+                Ok(Val::Scalar((0..n).map(|i| r.ts(i) as f64 / 1000.0).collect()))
+            }
+            "pi" => {
+                self.reserve(n)?;
+                Ok(Val::Scalar(vec![std::f64::consts::PI; n]))
+            }
             "vector" => {
                 let s = self.eval_scalar_arg(args[0], r)?;
+                self.reserve(n)?;
                 let samples = s.iter().enumerate().map(|(i, &v)| Sample { t: r.ts(i), v }).collect();
                 Ok(Val::Vector(vec![Series {
                     labels: Labels::empty(),
@@ -468,6 +475,7 @@ impl Evaluator<'_> {
             }
             "scalar" => {
                 let m = self.eval_vector_arg(args[0], r)?;
+                self.reserve(n)?;
                 let mut out = vec![f64::NAN; n];
                 let mut count = vec![0u32; n];
                 for s in &m {
@@ -500,6 +508,7 @@ impl Evaluator<'_> {
             }
             "absent" => {
                 let m = self.eval_vector_arg(args[0], r)?;
+                self.reserve(n)?;
                 let mut present = vec![false; n];
                 for s in &m {
                     for p in &s.samples {
@@ -522,7 +531,10 @@ impl Evaluator<'_> {
                 let m = self.eval_vector_arg(args[0], r)?;
                 let a = match args.get(1) {
                     Some(e) => self.eval_scalar_arg(e, r)?,
-                    None => vec![1.0; n],
+                    None => {
+                        self.reserve(n)?;
+                        vec![1.0; n]
+                    }
                 };
                 let b = match args.get(2) {
                     Some(e) => Some(self.eval_scalar_arg(e, r)?),
@@ -549,15 +561,18 @@ impl Evaluator<'_> {
             _ if DATE_FUNCTIONS.contains(&name) => {
                 let m = match args.first() {
                     Some(e) => self.eval_vector_arg(e, r)?,
-                    None => vec![Series {
-                        labels: Labels::empty(),
-                        samples: (0..n)
-                            .map(|i| Sample {
-                                t: r.ts(i),
-                                v: r.ts(i) as f64 / 1000.0,
-                            })
-                            .collect(),
-                    }],
+                    None => {
+                        self.reserve(n)?;
+                        vec![Series {
+                            labels: Labels::empty(),
+                            samples: (0..n)
+                                .map(|i| Sample {
+                                    t: r.ts(i),
+                                    v: r.ts(i) as f64 / 1000.0,
+                                })
+                                .collect(),
+                        }]
+                    }
                 };
                 Ok(Val::Vector(self.map_values(m, r, true, |_, v| Some(date_fn(name, v)))?))
             }
@@ -728,6 +743,7 @@ impl Evaluator<'_> {
             if out.iter().any(|(_, pts)| pts.len() == n) {
                 return Ok(Val::Vector(Vec::new()));
             }
+            self.reserve(n)?;
             let mut found = vec![false; n];
             for (_, pts) in &out {
                 for p in pts {

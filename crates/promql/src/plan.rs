@@ -17,11 +17,13 @@ pub(crate) struct Range {
 }
 
 impl Range {
+    /// How many steps; computed wide, since `end - start` can pass `i64::MAX`.
     pub fn steps(&self) -> usize {
         if self.end < self.start {
             0
         } else {
-            ((self.end - self.start) / self.step) as usize + 1
+            let n = (self.end as i128 - self.start as i128) / self.step as i128 + 1;
+            usize::try_from(n).unwrap_or(usize::MAX)
         }
     }
     pub fn ts(&self, i: usize) -> i64 {
@@ -40,10 +42,16 @@ pub(crate) struct QueryTimes {
     pub end: i64,
     pub lookback: i64,
     pub default_step: i64,
+    /// `-querier.max-samples`: a subquery with more steps is refused before it is evaluated.
+    pub max_samples: usize,
 }
 
+/// Milliseconds of a duration; `[100000000y]` saturates instead of wrapping.
+///
+/// All time arithmetic below saturates too: a window reaching past the representable
+/// times covers them all, which is what such a query asks for.
 pub(crate) fn duration_ms(d: &Duration) -> i64 {
-    d.as_millis() as i64
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
@@ -56,8 +64,8 @@ pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
 
 pub(crate) fn system_time_ms(t: &SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
+        Ok(d) => duration_ms(&d),
+        Err(e) => -duration_ms(&e.duration()),
     }
 }
 
@@ -87,15 +95,15 @@ pub(crate) fn subquery_range(outer: Range, range_ms: i64, offset: i64, at: Optio
         Some(t) => (t, t),
         None => (outer.start, outer.end),
     };
-    let lowest = start - offset - range_ms;
+    let lowest = start.saturating_sub(offset).saturating_sub(range_ms);
     // Go's integer division truncates towards zero, as Rust's does.
     let mut s = step * (lowest / step);
     if s < lowest {
-        s += step;
+        s = s.saturating_add(step);
     }
     Range {
         start: s,
-        end: end - offset,
+        end: end.saturating_sub(offset),
         step,
     }
 }
@@ -153,6 +161,11 @@ pub(crate) fn collect(expr: &Expr, range: Range, q: &QueryTimes, out: &mut Vec<F
                 at_ms(&sq.at, q),
                 step,
             );
+            // The inner expression holds at least one value per step: refuse before
+            // fetching anything (the evaluator checks again against what is left).
+            if inner.steps() > q.max_samples {
+                return Err(PromqlError::TooManySamplesInSubquery);
+            }
             collect(&sq.expr, inner, q, out)?;
         }
         Expr::Aggregate(a) => {
@@ -190,7 +203,7 @@ fn add(
         None => (range.start, range.end),
     };
     let key = selector_key(vs);
-    let (min_t, max_t) = (s - off - window, e - off);
+    let (min_t, max_t) = (s.saturating_sub(off).saturating_sub(window), e.saturating_sub(off));
     if let Some(f) = out.iter_mut().find(|f| f.key == key) {
         f.min_t = f.min_t.min(min_t);
         f.max_t = f.max_t.max(max_t);

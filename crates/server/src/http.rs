@@ -298,13 +298,14 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
-/// Serves HTTP and gRPC until `shutdown` resolves, then drains both for at
-/// most `grace`.
+/// Serves HTTP and gRPC (under `grpc_limits`) until `shutdown` resolves,
+/// then drains both for at most `grace`.
 pub async fn serve(
     http_listener: TcpListener,
     http: Router,
     grpc_listener: TcpListener,
     grpc: tonic::service::Routes,
+    grpc_limits: crate::grpc::GrpcServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
@@ -327,8 +328,11 @@ pub async fn serve(
     // `Server::tcp_nodelay` only applies to listeners tonic binds itself.
     let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let grpc_task = tokio::spawn(async move {
+        let streams = (grpc_limits.max_concurrent_streams > 0).then_some(grpc_limits.max_concurrent_streams);
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .max_concurrent_streams(streams)
+            .layer(grpc_limits.layer())
             .add_routes(grpc)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = rx_grpc.wait_for(|v| *v).await;

@@ -1,9 +1,10 @@
 //! What the WAL and the flush loop need from a series: restoring chunks
-//! from a checkpoint, closing the head chunk, and the spread-flush cut.
+//! from a checkpoint, replaying a sample logged out of order, closing the
+//! head chunk, and the spread-flush cut.
 
-use chunk::XorChunk;
+use chunk::{XorChunk, MAX_SAMPLES_PER_CHUNK};
 
-use super::{ChunkDesc, MemorySeries};
+use super::{AppendError, ChunkDesc, MemorySeries};
 use crate::flush::FlushReason;
 
 impl ChunkDesc {
@@ -31,6 +32,65 @@ impl MemorySeries {
         });
         self.chunks = chunks;
         self.head_closed = false;
+    }
+
+    /// Replays one logged sample: appended if it is the newest, else put in
+    /// its place. A series only ever accepts samples in increasing time, so
+    /// the time order of its logged samples *is* their append order, even
+    /// when two concurrent pushes logged their records the other way round
+    /// (see [`crate::wal`]). Only the chunk the sample falls into is
+    /// re-encoded (and split in two if that makes it overfull). Returns
+    /// whether a chunk was added.
+    pub(crate) fn replay_sample(&mut self, t: i64, v: f64, now_ms: i64) -> Result<bool, AppendError> {
+        if self.last.is_none_or(|(last_t, _)| t >= last_t) {
+            return self.append(t, v, now_ms);
+        }
+        let at = self
+            .chunks
+            .iter()
+            .position(|c| c.last_time >= t)
+            .expect("t is before the last sample, so some chunk ends at or after it");
+        let old = &self.chunks[at];
+        let mut samples: Vec<(i64, f64)> = Vec::with_capacity(old.chunk.num_samples() + 1);
+        samples.extend(old.chunk.iter());
+        let pos = samples.partition_point(|&(st, _)| st < t);
+        if let Some(&(st, sv)) = samples.get(pos) {
+            if st == t {
+                return Err(if sv.to_bits() == v.to_bits() {
+                    AppendError::Duplicate
+                } else {
+                    AppendError::NewValueForTimestamp {
+                        last_value: sv,
+                        value: v,
+                    }
+                });
+            }
+        }
+        samples.insert(pos, (t, v));
+        // The re-encoded chunk holds a sample the store does not have.
+        let reason = old.flush_reason;
+        let encode = |part: &[(i64, f64)]| {
+            let mut c = XorChunk::new();
+            for &(t, v) in part {
+                c.append(t, v);
+            }
+            ChunkDesc {
+                chunk: c,
+                first_time: part[0].0,
+                last_time: part[part.len() - 1].0,
+                last_update_ms: now_ms,
+                flushed: false,
+                flush_reason: reason,
+            }
+        };
+        if samples.len() <= MAX_SAMPLES_PER_CHUNK {
+            self.chunks[at] = encode(&samples);
+            return Ok(false);
+        }
+        let (front, back) = samples.split_at(MAX_SAMPLES_PER_CHUNK);
+        self.chunks[at] = encode(front);
+        self.chunks.insert(at + 1, encode(back));
+        Ok(true)
     }
 
     /// Whether the last appended value is a Prometheus staleness marker.

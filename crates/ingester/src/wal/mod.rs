@@ -13,11 +13,14 @@
 //! checkpoint found corrupt at start can fall back to the one before it
 //! with every segment still there.
 //!
-//! Known limit, shared with Cortex: two concurrent pushes to the same series
-//! may log in the opposite order from the one they were appended in; replay
-//! then drops the older sample as out of order. A Prometheus remote-write
-//! shard never has two requests for one series in flight, so this only
-//! happens with several writers for one series.
+//! Two concurrent pushes to one series can log their records in the other
+//! order from the one they appended in (each push appends to many series
+//! under their shard locks, then logs once; no single log order can match
+//! every series' append order when two pushes cross on two series). Replay
+//! therefore restores each series' append order itself instead of trusting
+//! log order: accepted samples of a series are strictly increasing in time,
+//! so time order is append order ([`replay`]). That keeps the write path at
+//! one unordered `write` per push, with no lock held across it.
 
 pub(crate) mod checkpoint;
 pub(crate) mod record;

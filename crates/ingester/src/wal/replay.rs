@@ -1,8 +1,13 @@
 //! Recovery at start: the newest readable checkpoint, then every WAL segment
-//! after it. Samples already present (duplicates) or older than a series'
-//! last sample are ignored, as Cortex does during replay. A corrupt
-//! segment tail is cut off (and counted); a corrupt checkpoint is deleted
-//! and the previous one used.
+//! after it. A corrupt segment tail is cut off (and counted); a corrupt
+//! checkpoint is deleted and the previous one used.
+//!
+//! Records of concurrent pushes may be logged in another order than their
+//! samples were appended (see [`super`]); replay restores the append order:
+//! a series' samples are put in time order, which for accepted samples is
+//! their append order ([`crate::series::MemorySeries::replay_sample`]), and
+//! samples logged before the record creating their series wait for it.
+//! Samples already present (duplicates, e.g. from the checkpoint) are skipped.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -81,6 +86,7 @@ pub(crate) fn recover(ing: &Ingester, cfg: &WalConfig, metrics: &WalMetrics) -> 
             break;
         }
     }
+    replayer.finish(&mut stats);
     let elapsed = started.elapsed();
     metrics.replay_duration.set(elapsed.as_secs_f64());
     tracing::info!(?stats, duration = ?elapsed, "WAL replay done");
@@ -137,11 +143,20 @@ fn restore(ing: &Ingester, s: CheckpointSeries) -> Result<(), RecordError> {
     Ok(())
 }
 
+/// Most samples held back waiting for the record of their series (only
+/// pushes in flight together produce such samples; this bounds what a
+/// damaged WAL can make replay hold).
+const MAX_WAITING_SAMPLES: usize = 1 << 20;
+
 /// Applies WAL records in order, remembering the labels of every series
 /// record (a samples record refers to series by fingerprint).
 struct SegmentReplayer<'a> {
     ing: &'a Ingester,
     refs: HashMap<Arc<str>, HashMap<Fingerprint, Labels>>,
+    /// Samples of series not known yet, by tenant and fingerprint: the
+    /// push that created the series logged after a push that appended to it.
+    waiting: HashMap<Arc<str>, HashMap<Fingerprint, Vec<Sample>>>,
+    waiting_samples: usize,
     samples: Vec<RefSample>,
     run: Vec<Sample>,
 }
@@ -151,8 +166,21 @@ impl<'a> SegmentReplayer<'a> {
         SegmentReplayer {
             ing,
             refs: HashMap::new(),
+            waiting: HashMap::new(),
+            waiting_samples: 0,
             samples: Vec::new(),
             run: Vec::new(),
+        }
+    }
+
+    /// Samples whose series never appeared are lost; counted as skipped.
+    fn finish(self, stats: &mut ReplayStats) {
+        if self.waiting_samples > 0 {
+            tracing::warn!(
+                samples = self.waiting_samples,
+                "WAL samples of series without a series record skipped"
+            );
+            stats.samples_skipped += self.waiting_samples as u64;
         }
     }
 
@@ -160,11 +188,30 @@ impl<'a> SegmentReplayer<'a> {
         self.samples.clear();
         match decode(rec, &mut self.samples) {
             Ok(Record::Series { tenant, series }) => {
-                let refs = match self.refs.get_mut(tenant) {
-                    Some(r) => r,
-                    None => self.refs.entry(Arc::from(tenant)).or_default(),
+                let tenant: Arc<str> = match self.refs.get_key_value(tenant) {
+                    Some((t, _)) => t.clone(),
+                    None => Arc::from(tenant),
                 };
-                refs.extend(series);
+                let mut ready: Vec<(Fingerprint, Vec<Sample>)> = Vec::new();
+                if let Some(waiting) = self.waiting.get_mut(&tenant) {
+                    for (fp, _) in &series {
+                        if let Some(w) = waiting.remove(fp) {
+                            ready.push((*fp, w));
+                        }
+                    }
+                }
+                self.refs.entry(tenant.clone()).or_default().extend(series);
+                if !ready.is_empty() {
+                    let user = self.ing.user_or_create(&tenant);
+                    let now = model::now_ms();
+                    for (fp, mut run) in ready {
+                        self.waiting_samples -= run.len();
+                        run.sort_by_key(|s| s.timestamp_ms);
+                        let labels = self.refs[&tenant][&fp].clone();
+                        self.run = run;
+                        self.apply_run(&user, fp, &labels, now, stats);
+                    }
+                }
             }
             Ok(Record::Samples { tenant }) => {
                 let tenant: Arc<str> = Arc::from(tenant);
@@ -203,6 +250,11 @@ impl<'a> SegmentReplayer<'a> {
                 .or_else(|| user.labels_of(fp));
             match labels {
                 Some(labels) => self.apply_run(&user, fp, &labels, now, stats),
+                None if self.waiting_samples + self.run.len() <= MAX_WAITING_SAMPLES => {
+                    self.waiting_samples += self.run.len();
+                    let waiting = self.waiting.entry(tenant.clone()).or_default();
+                    waiting.entry(fp).or_default().extend_from_slice(&self.run);
+                }
                 None => {
                     stats.samples_skipped += (j - i) as u64;
                     tracing::debug!(tenant = %tenant, fp, "WAL samples for an unknown series skipped");
@@ -215,7 +267,10 @@ impl<'a> SegmentReplayer<'a> {
 
     fn apply_run(&mut self, user: &UserState, fp: Fingerprint, labels: &Labels, now: i64, stats: &mut ReplayStats) {
         let pairs: Vec<(&[u8], &[u8])> = labels.iter().map(|l| (l.name.as_bytes(), l.value.as_bytes())).collect();
-        let mut out = PushOutcome::default();
+        let mut out = PushOutcome {
+            replaying: true,
+            ..Default::default()
+        };
         user.push_series(fp, &pairs, &self.run, NO_LIMITS, now, &mut out);
         stats.samples_appended += out.appended;
         stats.samples_skipped += self.run.len() as u64 - out.appended;
