@@ -7,7 +7,7 @@ export CARGO_TERM_COLOR ?= never
 ARGS ?=
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: build release run test lint e2e ci peers promqltest fmt bench-promql bench bench-chunks
+.PHONY: build release run test lint e2e ci peers promqltest fmt bench-promql bench bench-chunks deploy-check docs dashboards
 
 build:
 	$(CARGO) build --workspace --bins
@@ -53,4 +53,14 @@ bench:
 bench-chunks:
 	$(CARGO) run --release -q -p ingester --example bench_chunks
 
-ci: lint test e2e
+# k8s/ schemas, nginx -t, hadolint, promtool check/test rules, dashboards up to date.
+deploy-check: peers
+	bash scripts/check-deploy.sh
+
+# Regenerate docs/configuration.md from the flag table and dashboards/*.json.
+docs:
+	UPDATE_DOCS=1 $(CARGO) test -q -p cortex --test flag_reference
+dashboards:
+	python3 dashboards/generate.py
+
+ci: lint test deploy-check e2e
