@@ -44,7 +44,7 @@ pub fn verify(cfg: &Config) -> Result<String, ConfigError> {
     let aws = &cfg.storage.aws;
     for (what, url) in [("-dynamodb.url", &aws.dynamodb.dynamodb_url), ("-s3.url", &aws.s3.s3)] {
         if !url.is_empty() {
-            storage::aws::parse_url(url).map_err(|e| invalid(what, &e))?;
+            storage::aws::parse_url(url.expose()).map_err(|e| invalid(what, &e))?;
         }
     }
     if roles
