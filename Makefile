@@ -2,12 +2,14 @@
 #   make run    all-in-one on embedded defaults (:9009 HTTP, :9095 gRPC, data under ./data)
 #   make test   unit + in-process multi-component tests (installs the real peers some need)
 #   make ci     lint + test + end-to-end suite against real Prometheus/etcd/nginx
+#               + a short fuzz run (FUZZ_CI_SECONDS per target)
+#   make fuzz   every fuzz target for FUZZ_SECONDS each (libFuzzer on stable Rust)
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 ARGS ?=
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: build release run test lint e2e ci peers promqltest fmt bench-promql bench bench-chunks
+.PHONY: build release run test lint e2e ci peers promqltest fmt bench-promql bench bench-chunks deploy-check docs dashboards fuzz fuzz-ci
 
 build:
 	$(CARGO) build --workspace --bins
@@ -26,6 +28,7 @@ test: peers
 
 lint:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # End-to-end: our real binaries with real peers. One test at a time: each
@@ -53,4 +56,26 @@ bench:
 bench-chunks:
 	$(CARGO) run --release -q -p ingester --example bench_chunks
 
-ci: lint test e2e
+# k8s/ schemas, nginx -t, hadolint, promtool check/test rules, dashboards up to date.
+deploy-check: peers
+	bash scripts/check-deploy.sh
+
+# Regenerate docs/configuration.md from the flag table and dashboards/*.json.
+docs:
+	UPDATE_DOCS=1 $(CARGO) test -q -p cortex --test flag_reference
+dashboards:
+	python3 dashboards/generate.py
+
+
+# Fuzz targets (fuzz/, a workspace of its own with its own target dir):
+# remote write, remote read, PromQL through the HTTP API, XOR chunks, WAL
+# replay, chunk objects. Crashing inputs land in fuzz/target/artifacts/.
+FUZZ_SECONDS ?= 300
+FUZZ_CI_SECONDS ?= 60
+fuzz: peers
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
+
+fuzz-ci: peers
+	FUZZ_SECONDS=$(FUZZ_CI_SECONDS) bash scripts/fuzz.sh
+
+ci: lint test deploy-check e2e fuzz-ci

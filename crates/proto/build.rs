@@ -6,7 +6,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
     // Read at run time: a cached build script must not keep another checkout's path.
     let dir = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["cortex.proto", "prompb.proto", "ring.proto", "httpgrpc.proto"].map(|f| dir.join(f));
+    let files = [
+        "cortex.proto",
+        "prompb.proto",
+        "ring.proto",
+        "httpgrpc.proto",
+        "frontend.proto",
+    ]
+    .map(|f| dir.join(f));
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

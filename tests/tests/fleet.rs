@@ -1,7 +1,9 @@
 //! The fleet for real: etcd + 3 `ingester`s + `distributor` + `querier` at
-//! replication factor 3, behind nginx, fed by a real Prometheus's
-//! remote_write and read back with promtool. Then `kill -9` of one ingester:
-//! pushes must still succeed and range queries return every series and point.
+//! replication factor 3, a `query-frontend` (split by day, results in a real
+//! memcached) that the querier pulls from, behind nginx (reads → frontend,
+//! pushes → distributor), fed by a real Prometheus's remote_write and read back
+//! with promtool. Then `kill -9` of one ingester: pushes must still succeed and
+//! range queries return every series and point, through the frontend too.
 
 use std::path::Path;
 use std::process::Command;
@@ -123,16 +125,47 @@ async fn fleet_on_etcd_survives_kill_9_of_an_ingester() {
         &role_args(&etcd_addr, &dp),
         dir.path(),
     );
-    let qp = ports();
-    let querier = Proc::start(
-        "querier",
-        &our_binary("querier"),
-        &role_args(&etcd_addr, &qp),
+    // The results cache: a real memcached.
+    let mc_port = free_port();
+    let _memcached = Proc::start(
+        "memcached",
+        &require_binary("memcached"),
+        &[
+            "-l".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            mc_port.to_string(),
+            "-U".into(),
+            "0".into(),
+            "-u".into(),
+            "root".into(),
+        ],
         dir.path(),
     );
+    let fp = ports();
+    let mut fe_args = role_args(&etcd_addr, &fp);
+    fe_args.extend([
+        "-querier.split-queries-by-interval=24h".into(),
+        "-querier.cache-results=true".into(),
+        format!("-frontend.memcached.addresses=127.0.0.1:{mc_port}"),
+    ]);
+    let frontend = Proc::start("query-frontend", &our_binary("query-frontend"), &fe_args, dir.path());
+    let qp = ports();
+    let mut q_args = role_args(&etcd_addr, &qp);
+    q_args.extend([
+        format!("-querier.frontend-address=127.0.0.1:{}", fp.grpc),
+        "-querier.id=querier-0".into(),
+    ]);
+    let querier = Proc::start("querier", &our_binary("querier"), &q_args, dir.path());
     let d_url = format!("http://127.0.0.1:{}", dp.http);
     let q_url = format!("http://127.0.0.1:{}", qp.http);
-    for (name, url, proc) in [("distributor", &d_url, &distributor), ("querier", &q_url, &querier)] {
+    let f_url = format!("http://127.0.0.1:{}", fp.http);
+    // The frontend is ready once the querier has connected to it.
+    for (name, url, proc) in [
+        ("distributor", &d_url, &distributor),
+        ("querier", &q_url, &querier),
+        ("query-frontend", &f_url, &frontend),
+    ] {
         wait_ready(&client, &format!("{url}/ready"), Duration::from_secs(30))
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}\n{}", proc.log_tail()));
@@ -160,13 +193,13 @@ async fn fleet_on_etcd_survives_kill_9_of_an_ingester() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // nginx in front, as deployed: push → distributor, the rest → querier, tenant "0" by default.
+    // nginx in front, as deployed: push → distributor, reads → query-frontend, tenant "0" by default.
     let nginx_port = free_port();
     let _nginx = start_nginx(
         dir.path(),
         &format!("127.0.0.1:{nginx_port}"),
         &format!("127.0.0.1:{}", dp.http),
-        &format!("127.0.0.1:{}", qp.http),
+        &format!("127.0.0.1:{}", fp.http),
     );
     let nginx_url = format!("http://127.0.0.1:{nginx_port}");
 
@@ -251,4 +284,51 @@ async fn fleet_on_etcd_survives_kill_9_of_an_ingester() {
         }
     }
     println!("fleet: 50 series × 60 points intact after kill -9 of ingester-1");
+
+    // Through nginx and the frontend, cold and then from memcached: the querier's answer.
+    for round in ["cold", "cached"] {
+        let via = query_json(&client, &url.replacen(&q_url, &nginx_url, 1), "fleet").await;
+        assert_eq!(via, v, "{round} answer through nginx + query-frontend");
+    }
+    let (_, _, m) = http(&client, "GET", &format!("{f_url}/metrics"), &[], vec![])
+        .await
+        .unwrap();
+    let m = String::from_utf8_lossy(&m);
+    let hits: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("cortex_cache_hits_total{name=\"memcache-frontend\"}"))
+        .filter_map(|l| l.rsplit(" ").next()?.parse::<f64>().ok())
+        .sum();
+    assert!(hits >= 1.0, "second answer came from memcached:\n{m}");
+
+    // promtool query range through nginx (tenant "0", Prometheus's own `up`).
+    let mut last = String::new();
+    let mut seen = None;
+    for _ in 0..20 {
+        let now_s = model::now_ms() / 1000;
+        let o = Command::new(require_binary("promtool"))
+            .args([
+                "query",
+                "range",
+                &format!("--start={}", now_s - 120),
+                &format!("--end={now_s}"),
+                "--step=5s",
+                &format!("{nginx_url}/api/prom"),
+                "up",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        if o.status.success() && text.contains("up{instance=\"127.0.0.1:") {
+            seen = Some(text);
+            break;
+        }
+        last = format!("{text} {}", String::from_utf8_lossy(&o.stderr));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let text = seen.unwrap_or_else(|| panic!("promtool query range: {last}\n{}", frontend.log_tail()));
+    println!(
+        "promtool query range {nginx_url}/api/prom up:\n{}",
+        text.lines().take(3).collect::<Vec<_>>().join("\n")
+    );
 }

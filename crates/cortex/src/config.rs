@@ -6,7 +6,14 @@ use server::config::{ConfigError, Flag};
 use server::http::{ServerConfig, SERVER_FLAGS};
 
 /// Roles `-target=all` runs.
-pub const ALL_ROLES: &[&str] = &["distributor", "ingester", "querier", "table-manager", "ruler"];
+pub const ALL_ROLES: &[&str] = &[
+    "distributor",
+    "ingester",
+    "querier",
+    "query-frontend",
+    "table-manager",
+    "ruler",
+];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -21,6 +28,9 @@ pub struct Config {
     pub querier: querier::Config,
     pub storage: storage::StorageConfig,
     pub table_manager: storage::table_manager::TableManagerConfig,
+    pub frontend: query_frontend::FrontendConfig,
+    pub query_range: query_frontend::QueryRangeConfig,
+    pub frontend_worker: query_frontend::WorkerConfig,
     pub ruler: ruler::Config,
 }
 
@@ -37,6 +47,9 @@ impl Default for Config {
             querier: querier::Config::default(),
             storage: storage::StorageConfig::default(),
             table_manager: storage::table_manager::TableManagerConfig::default(),
+            frontend: query_frontend::FrontendConfig::default(),
+            query_range: query_frontend::QueryRangeConfig::default(),
+            frontend_worker: query_frontend::WorkerConfig::default(),
             ruler: ruler::Config::default(),
         }
     }
@@ -59,6 +72,10 @@ impl Config {
         // Durable by default (design §5): every acknowledged sample survives a crash.
         c.ingester.walconfig.wal_enabled = true;
         c.ingester.walconfig.wal_dir = "./data/wal".into();
+        // Reads go through the frontend: split by day, results in an in-process FIFO cache.
+        c.query_range.split_queries_by_interval = model::GoDuration::secs(24 * 3600);
+        c.query_range.cache_results = true;
+        c.query_range.results_cache.cache.enable_fifocache = true;
         c
     }
 
@@ -102,7 +119,7 @@ pub fn flags() -> Vec<Flag> {
         Flag::new(
             "target",
             "target",
-            "Comma-separated list of roles to run: all, distributor, ingester, querier, table-manager, ruler.",
+            "Comma-separated list of roles to run: all, distributor, ingester, querier, query-frontend, table-manager, ruler.",
         ),
         Flag::new(
             "auth.enabled",
@@ -119,6 +136,9 @@ pub fn flags() -> Vec<Flag> {
         ("querier", querier::FLAGS),
         ("storage", storage::config::FLAGS),
         ("table_manager", storage::table_manager::FLAGS),
+        ("frontend", query_frontend::config::FRONTEND_FLAGS),
+        ("query_range", query_frontend::config::QUERY_RANGE_FLAGS),
+        ("frontend_worker", query_frontend::config::WORKER_FLAGS),
         ("ruler", ruler::FLAGS),
     ];
     for (section, flags) in sections {

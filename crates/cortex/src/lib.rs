@@ -7,11 +7,15 @@
 //! - [`modules`]: wiring roles, servers and the ring together.
 //! - [`ruler_adapters`]: the ruler's reader (querier) and writer (distributor).
 //! - [`local_push`]: distributor → same-process ingester without loopback gRPC.
+//! - [`verify`]: `-config.verify`, check a command line without starting.
+//! - [`flag_reference`]: docs/configuration.md, generated from the flag table.
 
 pub mod config;
+pub mod flag_reference;
 pub mod local_push;
 pub mod modules;
 pub mod ruler_adapters;
+pub mod verify;
 
 use std::process::ExitCode;
 
@@ -21,10 +25,23 @@ pub use modules::{start, Running};
 /// Parses the command line over `base`, starts, and runs until SIGTERM/SIGINT.
 pub fn main_with(base: Config) -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cfg = match config::load(base, &args) {
-        Ok(c) => c,
+    let loaded = verify::take_flag(args).and_then(|(verify, args)| Ok((verify, config::load(base, &args)?)));
+    let cfg = match loaded {
+        Ok((false, c)) => c,
+        Ok((true, c)) => {
+            return match verify::verify(&c) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error loading config: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         Err(server::config::ConfigError::Help(text)) => {
-            println!("{text}");
+            println!("{text}{}", verify::USAGE);
             return ExitCode::SUCCESS;
         }
         Err(e) => {

@@ -81,9 +81,14 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
     let grpc_addr = grpc_listener.local_addr()?;
 
     let ring_cfg = cfg.ingester.lifecycler.ring.clone();
+    // A query-frontend or table-manager alone has no use for the ring.
+    let needs_ring = roles
+        .iter()
+        .any(|r| matches!(*r, "ingester" | "distributor" | "querier" | "ruler"));
     let kv = match kv {
         Some(kv) => kv,
-        None => ring::kv::new_client(&ring_cfg.kvstore, &metrics).await?,
+        None if needs_ring => ring::kv::new_client(&ring_cfg.kvstore, &metrics).await?,
+        None => ring::kv::InMemoryKv::shared("unused"),
     };
     let pool = IngesterPool::new(Duration::from_secs(5));
     // The chunk store (spec §4): ingesters flush into it, queriers read it, the table-manager
@@ -151,7 +156,29 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
         ingester = Some(ing);
     }
     let ring = Ring::start(ring_cfg, kv.clone(), INGESTER_RING_KEY, "ingester", &metrics).await?;
-    http = http.merge(ring.http_routes());
+    if needs_ring {
+        http = http.merge(ring.http_routes());
+    }
+    // The query-frontend (spec §7): in front of this process's querier, if it runs one.
+    let frontend = match roles.contains(&"query-frontend") {
+        true => {
+            let f = query_frontend::Frontend::new(
+                cfg.frontend.clone(),
+                cfg.query_range.clone(),
+                query_frontend::Limits {
+                    max_query_length: cfg.storage.max_query_length.0,
+                },
+                &metrics,
+            )?;
+            http = http.merge(f.http_routes());
+            if let Some(svc) = f.grpc_service(cfg.server.grpc_server_max_recv_msg_size) {
+                grpc.add_service(svc);
+            }
+            Some(f)
+        }
+        false => None,
+    };
+    let mut querier_workers: Option<query_frontend::worker::Workers> = None;
     let mut distributor: Option<Arc<distributor::Distributor>> = None;
     if roles.contains(&"distributor") {
         // Pushes to this process's own ingester skip the loopback gRPC hop.
@@ -184,7 +211,23 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
                 cfg.querier.query_store_after.as_millis(),
             ));
         }
-        http = http.merge(q.http_routes());
+        // Behind this process's own frontend, the querier's API is reached only through the
+        // queue; otherwise it is public, and also pulls from a remote frontend if one is set.
+        match frontend.as_ref().and_then(|f| f.queue()) {
+            Some(queue) => {
+                querier_workers = Some(query_frontend::worker::spawn_local(
+                    queue.clone(),
+                    q.http_routes(),
+                    cfg.frontend_worker.parallelism,
+                ))
+            }
+            None => {
+                http = http.merge(q.http_routes());
+                if !cfg.frontend_worker.frontend_address.is_empty() {
+                    querier_workers = Some(query_frontend::worker::start(&cfg.frontend_worker, q.http_routes()));
+                }
+            }
+        }
     }
 
     let mut ruler_task: Option<(Arc<ruler::Ruler>, JoinHandle<()>)> = None;
@@ -197,12 +240,14 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
 
     // The ingester's readiness covers its WAL replay (which runs while
     // /metrics already serves) and then its lifecycler's.
-    let ready: ReadyCheck = match &ingester {
-        Some(ing) => {
-            let ing = ing.clone();
-            Arc::new(move || ing.check_ready())
-        }
-        None => Arc::new(|| Ok(())),
+    let ready: ReadyCheck = {
+        let (ing, fe) = (ingester.clone(), frontend.clone());
+        Arc::new(move || {
+            if let Some(ing) = &ing {
+                ing.check_ready()?;
+            }
+            fe.as_ref().map_or(Ok(()), |f| f.check_ready())
+        })
     };
     let http = server::http::router(
         http,
@@ -218,8 +263,13 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
     let grpc_limits = server::grpc::GrpcServerLimits::from_config(&cfg.server);
     let leaving = lifecycler.clone();
     let stopping_ingester = ingester.clone();
+    let stopping_frontend = frontend.clone();
     let shutdown = async move {
         let _ = stop_rx.await;
+        // Queued requests are failed and idle querier streams end, so the gRPC server can drain.
+        if let Some(f) = stopping_frontend {
+            f.stop();
+        }
         // Without a WAL, chunks are flushed to the store before leaving;
         // with one, the WAL is fsynced and kept for the next start.
         if let Some(ing) = stopping_ingester {
@@ -247,6 +297,7 @@ pub async fn start(cfg: Config, kv: Option<Arc<dyn KvClient>>) -> Result<Running
             tracing::error!(error = %e, "server error");
         }
         drop(ring);
+        drop(querier_workers);
         if let Some(t) = table_manager_task {
             t.abort();
         }

@@ -17,6 +17,10 @@ use crate::{Cancellation, PromqlError};
 
 /// Steps between two looks at the deadline inside one series' loop over the steps.
 const CHECK_EVERY_STEPS: usize = 4096;
+/// Window samples handed to range functions between two looks at the deadline: a
+/// window's cost grows with its samples (`quantile_over_time` sorts them), so steps
+/// alone are no measure of time.
+const CHECK_EVERY_WINDOW_SAMPLES: usize = 1 << 16;
 
 /// When an evaluation must stop: its deadline (`-querier.timeout` or the request's
 /// `timeout`), or its caller giving up.
@@ -377,9 +381,12 @@ impl<'a> Evaluator<'a> {
             let room = self.room();
             let (mut lo, mut hi) = (0usize, 0usize);
             let mut pts = Vec::new();
+            let mut work = 0usize;
             for i in 0..n {
-                if i % CHECK_EVERY_STEPS == CHECK_EVERY_STEPS - 1 {
+                work += 1;
+                if work >= CHECK_EVERY_WINDOW_SAMPLES {
                     self.check_deadline()?;
+                    work = 0;
                 }
                 let t = r.ts(i);
                 let reft = src.at.unwrap_or(t).saturating_sub(src.offset);
@@ -393,6 +400,7 @@ impl<'a> Evaluator<'a> {
                 if lo >= hi {
                     continue;
                 }
+                work += hi - lo;
                 // The window is a view of samples already charged when loaded (or when the
                 // subquery producing them was evaluated): no new memory to account.
                 if let Some(v) = f(i, &samples[lo..hi]) {

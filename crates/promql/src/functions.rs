@@ -433,6 +433,9 @@ fn is_valid_label_name(s: &str) -> bool {
 }
 
 impl Evaluator<'_> {
+    // Each function's work is a method of its own: `eval_call` is on the stack once per
+    // level of nested calls, so its frame must stay small (debug builds give every local
+    // of a function its own slot).
     pub(crate) fn eval_call(&self, c: &Call, r: Range) -> Result<Val, PromqlError> {
         let name = c.func.name;
         let args: Vec<&Expr> = c.args.args.iter().map(|b| b.as_ref()).collect();
@@ -464,201 +467,226 @@ impl Evaluator<'_> {
                 self.reserve(n)?;
                 Ok(Val::Scalar(vec![std::f64::consts::PI; n]))
             }
-            "vector" => {
-                let s = self.eval_scalar_arg(args[0], r)?;
-                self.reserve(n)?;
-                let samples = s.iter().enumerate().map(|(i, &v)| Sample { t: r.ts(i), v }).collect();
-                Ok(Val::Vector(vec![Series {
-                    labels: Labels::empty(),
-                    samples,
-                }]))
-            }
-            "scalar" => {
-                let m = self.eval_vector_arg(args[0], r)?;
-                self.reserve(n)?;
-                let mut out = vec![f64::NAN; n];
-                let mut count = vec![0u32; n];
-                for s in &m {
-                    for p in &s.samples {
-                        let i = r.index(p.t);
-                        count[i] += 1;
-                        out[i] = p.v;
-                    }
-                }
-                for i in 0..n {
-                    if count[i] != 1 {
-                        out[i] = f64::NAN;
-                    }
-                }
-                Ok(Val::Scalar(out))
-            }
-            "timestamp" => {
-                let m = match unwrap_parens(args[0]) {
-                    Expr::VectorSelector(vs) => self.eval_vector_selector(vs, r, true)?,
-                    other => {
-                        // Points of computed vectors sit on the step, so their timestamp is the step's.
-                        let mut m = self.eval_vector_arg(other, r)?;
-                        for s in &mut m {
-                            s.samples.iter_mut().for_each(|p| p.v = p.t as f64 / 1000.0);
-                        }
-                        m
-                    }
-                };
-                Ok(Val::Vector(self.map_values(m, r, true, |_, v| Some(v))?))
-            }
-            "absent" => {
-                let m = self.eval_vector_arg(args[0], r)?;
-                self.reserve(n)?;
-                let mut present = vec![false; n];
-                for s in &m {
-                    for p in &s.samples {
-                        present[r.index(p.t)] = true;
-                    }
-                }
-                let samples: Vec<Sample> = (0..n)
-                    .filter(|&i| !present[i])
-                    .map(|i| Sample { t: r.ts(i), v: 1.0 })
-                    .collect();
-                if samples.is_empty() {
-                    return Ok(Val::Vector(Vec::new()));
-                }
-                Ok(Val::Vector(vec![Series {
-                    labels: absent_labels(args[0]),
-                    samples,
-                }]))
-            }
-            "clamp" | "clamp_min" | "clamp_max" | "round" => {
-                let m = self.eval_vector_arg(args[0], r)?;
-                let a = match args.get(1) {
-                    Some(e) => self.eval_scalar_arg(e, r)?,
-                    None => {
-                        self.reserve(n)?;
-                        vec![1.0; n]
-                    }
-                };
-                let b = match args.get(2) {
-                    Some(e) => Some(self.eval_scalar_arg(e, r)?),
-                    None => None,
-                };
-                let m = self.map_values(m, r, true, |i, v| match name {
-                    "clamp" => {
-                        let (lo, hi) = (a[i], b.as_ref().map(|b| b[i]).unwrap_or(f64::NAN));
-                        if hi < lo {
-                            None
-                        } else {
-                            Some(go_max(lo, go_min(hi, v)))
-                        }
-                    }
-                    "clamp_min" => Some(go_max(a[i], v)),
-                    "clamp_max" => Some(go_min(a[i], v)),
-                    _ => {
-                        let inv = 1.0 / a[i];
-                        Some((v * inv + 0.5).floor() / inv)
-                    }
-                })?;
-                Ok(Val::Vector(m))
-            }
-            _ if DATE_FUNCTIONS.contains(&name) => {
-                let m = match args.first() {
-                    Some(e) => self.eval_vector_arg(e, r)?,
-                    None => {
-                        self.reserve(n)?;
-                        vec![Series {
-                            labels: Labels::empty(),
-                            samples: (0..n)
-                                .map(|i| Sample {
-                                    t: r.ts(i),
-                                    v: r.ts(i) as f64 / 1000.0,
-                                })
-                                .collect(),
-                        }]
-                    }
-                };
-                Ok(Val::Vector(self.map_values(m, r, true, |_, v| Some(date_fn(name, v)))?))
-            }
-            "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
-                let m = self.eval_vector_arg(args[0], r)?;
-                let label_names: Vec<String> = args[1..]
-                    .iter()
-                    .map(|e| self.eval_string_arg(e, r))
-                    .collect::<Result<_, _>>()?;
-                Ok(Val::Vector(sort_instant(name, m, &label_names, r)))
-            }
-            "label_replace" => {
-                let m = self.eval_vector_arg(args[0], r)?;
-                let dst = self.eval_string_arg(args[1], r)?;
-                let repl = self.eval_string_arg(args[2], r)?;
-                let src = self.eval_string_arg(args[3], r)?;
-                let re_s = self.eval_string_arg(args[4], r)?;
-                let re = Regex::new(&format!("^(?s:{re_s})$")).map_err(|e| {
-                    PromqlError::Execution(format!("invalid regular expression in label_replace(): {re_s}: {e}"))
-                })?;
-                if !is_valid_label_name(&dst) {
-                    return Err(PromqlError::Execution(format!(
-                        "invalid destination label name in label_replace(): {dst}"
-                    )));
-                }
-                let m = m
-                    .into_iter()
-                    .map(|mut s| {
-                        if let Some(caps) = re.captures(s.labels.get(&src)) {
-                            let mut out = String::new();
-                            caps.expand(&repl, &mut out);
-                            let mut b = s.labels.to_builder();
-                            b.set(dst.clone(), out);
-                            s.labels = b.build();
-                        }
-                        s
-                    })
-                    .collect();
-                Ok(Val::Vector(merge_same_labels(m)?))
-            }
-            "label_join" => {
-                let m = self.eval_vector_arg(args[0], r)?;
-                let dst = self.eval_string_arg(args[1], r)?;
-                let sep = self.eval_string_arg(args[2], r)?;
-                let srcs: Vec<String> = args[3..]
-                    .iter()
-                    .map(|e| self.eval_string_arg(e, r))
-                    .collect::<Result<_, _>>()?;
-                if !is_valid_label_name(&dst) {
-                    return Err(PromqlError::Execution(format!(
-                        "invalid destination label name in label_join(): {dst}"
-                    )));
-                }
-                for s in &srcs {
-                    if !is_valid_label_name(s) {
-                        return Err(PromqlError::Execution(format!(
-                            "invalid source label name in label_join(): {s}"
-                        )));
-                    }
-                }
-                let m = m
-                    .into_iter()
-                    .map(|mut s| {
-                        let v: Vec<&str> = srcs.iter().map(|n| s.labels.get(n)).collect();
-                        let joined = v.join(&sep);
-                        let mut b = s.labels.to_builder();
-                        b.set(dst.clone(), joined);
-                        s.labels = b.build();
-                        s
-                    })
-                    .collect();
-                Ok(Val::Vector(merge_same_labels(m)?))
-            }
+            "vector" => self.call_vector(&args, r),
+            "scalar" => self.call_scalar(&args, r),
+            "timestamp" => self.call_timestamp(&args, r),
+            "absent" => self.call_absent(&args, r),
+            "clamp" | "clamp_min" | "clamp_max" | "round" => self.call_clamp_or_round(name, &args, r),
+            _ if DATE_FUNCTIONS.contains(&name) => self.call_date(name, &args, r),
+            "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => self.call_sort(name, &args, r),
+            "label_replace" => self.call_label_replace(&args, r),
+            "label_join" => self.call_label_join(&args, r),
             "histogram_quantile" => {
                 let q = self.eval_scalar_arg(args[0], r)?;
                 let m = self.eval_vector_arg(args[1], r)?;
                 self.histogram_quantile(&q, m, r)
             }
-            _ => {
-                if let Some(f) = simple(name) {
-                    let m = self.eval_vector_arg(args[0], r)?;
-                    return Ok(Val::Vector(self.map_values(m, r, true, |_, v| Some(f(v)))?));
-                }
-                Err(PromqlError::Execution(format!("function {name:?} is not supported")))
+            _ => self.call_simple(name, &args, r),
+        }
+    }
+
+    fn call_vector(&self, args: &[&Expr], r: Range) -> Result<Val, PromqlError> {
+        let n = r.steps();
+        let s = self.eval_scalar_arg(args[0], r)?;
+        self.reserve(n)?;
+        let samples = s.iter().enumerate().map(|(i, &v)| Sample { t: r.ts(i), v }).collect();
+        Ok(Val::Vector(vec![Series {
+            labels: Labels::empty(),
+            samples,
+        }]))
+    }
+
+    fn call_scalar(&self, args: &[&Expr], r: Range) -> Result<Val, PromqlError> {
+        let n = r.steps();
+        let m = self.eval_vector_arg(args[0], r)?;
+        self.reserve(n)?;
+        let mut out = vec![f64::NAN; n];
+        let mut count = vec![0u32; n];
+        for s in &m {
+            for p in &s.samples {
+                let i = r.index(p.t);
+                count[i] += 1;
+                out[i] = p.v;
             }
         }
+        for i in 0..n {
+            if count[i] != 1 {
+                out[i] = f64::NAN;
+            }
+        }
+        Ok(Val::Scalar(out))
+    }
+
+    fn call_timestamp(&self, args: &[&Expr], r: Range) -> Result<Val, PromqlError> {
+        let m = match unwrap_parens(args[0]) {
+            Expr::VectorSelector(vs) => self.eval_vector_selector(vs, r, true)?,
+            other => {
+                // Points of computed vectors sit on the step, so their timestamp is the step's.
+                let mut m = self.eval_vector_arg(other, r)?;
+                for s in &mut m {
+                    s.samples.iter_mut().for_each(|p| p.v = p.t as f64 / 1000.0);
+                }
+                m
+            }
+        };
+        Ok(Val::Vector(self.map_values(m, r, true, |_, v| Some(v))?))
+    }
+
+    fn call_absent(&self, args: &[&Expr], r: Range) -> Result<Val, PromqlError> {
+        let n = r.steps();
+        let m = self.eval_vector_arg(args[0], r)?;
+        self.reserve(n)?;
+        let mut present = vec![false; n];
+        for s in &m {
+            for p in &s.samples {
+                present[r.index(p.t)] = true;
+            }
+        }
+        let samples: Vec<Sample> = (0..n)
+            .filter(|&i| !present[i])
+            .map(|i| Sample { t: r.ts(i), v: 1.0 })
+            .collect();
+        if samples.is_empty() {
+            return Ok(Val::Vector(Vec::new()));
+        }
+        Ok(Val::Vector(vec![Series {
+            labels: absent_labels(args[0]),
+            samples,
+        }]))
+    }
+
+    fn call_clamp_or_round(&self, name: &str, args: &[&Expr], r: Range) -> Result<Val, PromqlError> {
+        let n = r.steps();
+        let m = self.eval_vector_arg(args[0], r)?;
+        let a = match args.get(1) {
+            Some(e) => self.eval_scalar_arg(e, r)?,
+            None => {
+                self.reserve(n)?;
+                vec![1.0; n]
+            }
+        };
+        let b = match args.get(2) {
+            Some(e) => Some(self.eval_scalar_arg(e, r)?),
+            None => None,
+        };
+        let m = self.map_values(m, r, true, |i, v| match name {
+            "clamp" => {
+                let (lo, hi) = (a[i], b.as_ref().map(|b| b[i]).unwrap_or(f64::NAN));
+                if hi < lo {
+                    None
+                } else {
+                    Some(go_max(lo, go_min(hi, v)))
+                }
+            }
+            "clamp_min" => Some(go_max(a[i], v)),
+            "clamp_max" => Some(go_min(a[i], v)),
+            _ => {
+                let inv = 1.0 / a[i];
+                Some((v * inv + 0.5).floor() / inv)
+            }
+        })?;
+        Ok(Val::Vector(m))
+    }
+
+    fn call_date(&self, name: &str, args: &[&Expr], r: Range) -> Result<Val, PromqlError> {
+        let n = r.steps();
+        let m = match args.first() {
+            Some(e) => self.eval_vector_arg(e, r)?,
+            None => {
+                self.reserve(n)?;
+                vec![Series {
+                    labels: Labels::empty(),
+                    samples: (0..n)
+                        .map(|i| Sample {
+                            t: r.ts(i),
+                            v: r.ts(i) as f64 / 1000.0,
+                        })
+                        .collect(),
+                }]
+            }
+        };
+        Ok(Val::Vector(self.map_values(m, r, true, |_, v| Some(date_fn(name, v)))?))
+    }
+
+    fn call_sort(&self, name: &str, args: &[&Expr], r: Range) -> Result<Val, PromqlError> {
+        let m = self.eval_vector_arg(args[0], r)?;
+        let label_names: Vec<String> = args[1..]
+            .iter()
+            .map(|e| self.eval_string_arg(e, r))
+            .collect::<Result<_, _>>()?;
+        Ok(Val::Vector(sort_instant(name, m, &label_names, r)))
+    }
+
+    fn call_label_replace(&self, args: &[&Expr], r: Range) -> Result<Val, PromqlError> {
+        let m = self.eval_vector_arg(args[0], r)?;
+        let dst = self.eval_string_arg(args[1], r)?;
+        let repl = self.eval_string_arg(args[2], r)?;
+        let src = self.eval_string_arg(args[3], r)?;
+        let re_s = self.eval_string_arg(args[4], r)?;
+        let re = Regex::new(&format!("^(?s:{re_s})$")).map_err(|e| {
+            PromqlError::Execution(format!("invalid regular expression in label_replace(): {re_s}: {e}"))
+        })?;
+        if !is_valid_label_name(&dst) {
+            return Err(PromqlError::Execution(format!(
+                "invalid destination label name in label_replace(): {dst}"
+            )));
+        }
+        let m = m
+            .into_iter()
+            .map(|mut s| {
+                if let Some(caps) = re.captures(s.labels.get(&src)) {
+                    let mut out = String::new();
+                    caps.expand(&repl, &mut out);
+                    let mut b = s.labels.to_builder();
+                    b.set(dst.clone(), out);
+                    s.labels = b.build();
+                }
+                s
+            })
+            .collect();
+        Ok(Val::Vector(merge_same_labels(m)?))
+    }
+
+    fn call_label_join(&self, args: &[&Expr], r: Range) -> Result<Val, PromqlError> {
+        let m = self.eval_vector_arg(args[0], r)?;
+        let dst = self.eval_string_arg(args[1], r)?;
+        let sep = self.eval_string_arg(args[2], r)?;
+        let srcs: Vec<String> = args[3..]
+            .iter()
+            .map(|e| self.eval_string_arg(e, r))
+            .collect::<Result<_, _>>()?;
+        if !is_valid_label_name(&dst) {
+            return Err(PromqlError::Execution(format!(
+                "invalid destination label name in label_join(): {dst}"
+            )));
+        }
+        for s in &srcs {
+            if !is_valid_label_name(s) {
+                return Err(PromqlError::Execution(format!(
+                    "invalid source label name in label_join(): {s}"
+                )));
+            }
+        }
+        let m = m
+            .into_iter()
+            .map(|mut s| {
+                let v: Vec<&str> = srcs.iter().map(|n| s.labels.get(n)).collect();
+                let joined = v.join(&sep);
+                let mut b = s.labels.to_builder();
+                b.set(dst.clone(), joined);
+                s.labels = b.build();
+                s
+            })
+            .collect();
+        Ok(Val::Vector(merge_same_labels(m)?))
+    }
+
+    fn call_simple(&self, name: &str, args: &[&Expr], r: Range) -> Result<Val, PromqlError> {
+        if let Some(f) = simple(name) {
+            let m = self.eval_vector_arg(args[0], r)?;
+            return Ok(Val::Vector(self.map_values(m, r, true, |_, v| Some(f(v)))?));
+        }
+        Err(PromqlError::Execution(format!("function {name:?} is not supported")))
     }
 
     /// Series-at-a-time map over values; `f(step index, value)` returning None drops the point.

@@ -17,6 +17,8 @@ use async_trait::async_trait;
 
 mod aggregate;
 mod binary;
+#[cfg(test)]
+mod bounds_tests;
 pub mod engine;
 mod eval;
 mod functions;
@@ -24,11 +26,13 @@ pub mod parse;
 mod parse_error;
 mod plan;
 pub mod promqltest;
+#[cfg(test)]
+mod test_alloc;
 
 /// Go's `strconv.FormatFloat(v, 'f', -1, 64)` with Prometheus's `NaN`/`+Inf`/`-Inf`: how values are spelled in the API and in labels.
 pub use aggregate::format_float;
 pub use engine::{Engine, EngineOpts, Value, VectorSample};
-pub use parse::{nesting_bound, parse, rewrite_raw_strings, stack_size_for, MAX_NESTING};
+pub use parse::{check_nesting, nesting_bound, parse, rewrite_raw_strings, stack_size_for, MAX_NESTING};
 
 /// A storage error with an HTTP meaning: 4xx is the user's fault (→ 422), 5xx is ours (→ 500).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -26,12 +26,14 @@ impl Range {
             usize::try_from(n).unwrap_or(usize::MAX)
         }
     }
+    /// The time of step `i` (< `steps()`). The result lies in [start, end], so modular
+    /// arithmetic is exact even where `i * step` alone would overflow (start far below 0).
     pub fn ts(&self, i: usize) -> i64 {
-        self.start + i as i64 * self.step
+        self.start.wrapping_add((i as i64).wrapping_mul(self.step))
     }
-    /// Index of the step at exactly `t`.
+    /// Index of the step at exactly `t` (in [start, end]); `t - start` fits a u64.
     pub fn index(&self, t: i64) -> usize {
-        ((t - self.start) / self.step) as usize
+        (t.wrapping_sub(self.start) as u64 / self.step as u64) as usize
     }
 }
 

@@ -20,3 +20,8 @@ pub mod ring {
 pub mod httpgrpc {
     tonic::include_proto!("httpgrpc");
 }
+
+/// Query-frontend: the querier pull protocol (`frontend.Frontend`) and the results cache's values.
+pub mod frontend {
+    tonic::include_proto!("frontend");
+}

@@ -14,10 +14,11 @@ use prost::Message;
 use proto::cortex as pb;
 use server::{HttpError, Tenant};
 
-use crate::ingesters::{from_proto, labels_to_proto, TenantQueryable};
+use crate::evaluation::{evaluate, Evaluation};
+use crate::ingesters::{from_proto, labels_to_proto};
 use crate::json;
 use crate::params::{parse_duration_ms, parse_time};
-use crate::{Querier, Source};
+use crate::Querier;
 
 /// Prometheus refuses range queries with more points than this per series.
 pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
@@ -56,6 +57,12 @@ impl ApiError {
             message: m.into(),
         }
     }
+    pub fn canceled(m: impl Into<String>) -> Self {
+        ApiError {
+            error_type: "canceled",
+            message: m.into(),
+        }
+    }
     pub fn status(&self) -> StatusCode {
         match self.error_type {
             "bad_data" => StatusCode::BAD_REQUEST,
@@ -85,6 +92,7 @@ impl From<promql::PromqlError> for ApiError {
         match e {
             P::Parse(m) => ApiError::bad_data(m),
             P::Timeout => ApiError::timeout("query timed out in query execution"),
+            P::Canceled => ApiError::canceled("query was canceled in query execution"),
             P::Storage(s) if (400..500).contains(&s.code) => ApiError::execution(s.message),
             P::Storage(s) => ApiError::internal(s.message),
             other => ApiError::execution(other.to_string()),
@@ -178,49 +186,6 @@ fn timeout_param(q: &Querier, p: &Params) -> Result<Duration, ApiError> {
     }
 }
 
-/// One PromQL evaluation as the query endpoints request it.
-enum Evaluation {
-    Instant { t: i64 },
-    Range { start: i64, end: i64, step: i64 },
-}
-
-/// Waits for a `-querier.max-concurrent` permit, then evaluates within the timeout.
-async fn evaluate(
-    q: &Querier,
-    tenant: &str,
-    expr: &str,
-    timeout: Duration,
-    what: Evaluation,
-) -> Result<promql::Value, ApiError> {
-    // Parse errors are answered without waiting for a slot.
-    let ast = promql::parse(expr)?;
-    let _permit = q
-        .limiter
-        .acquire()
-        .await
-        .map_err(|_| ApiError::internal("querier shutting down"))?;
-    let tenant_view;
-    let data: &dyn promql::Queryable = match &q.source {
-        Source::Ingesters(ingesters) => {
-            tenant_view = TenantQueryable { ingesters, tenant };
-            &tenant_view
-        }
-        Source::Queryable(d) => d.as_ref(),
-    };
-    // The engine checks the deadline between steps of evaluation; the outer timeout
-    // covers waiting on storage.
-    let engine = q.engine.with_timeout(timeout);
-    let run = async {
-        match what {
-            Evaluation::Instant { t } => engine.instant_expr(data, &ast, t).await,
-            Evaluation::Range { start, end, step } => engine.range_expr(data, &ast, start, end, step).await,
-        }
-    };
-    Ok(tokio::time::timeout(timeout, run)
-        .await
-        .map_err(|_| ApiError::timeout("query timed out in query execution"))??)
-}
-
 async fn query(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant, p: Params) -> Result<Response, ApiError> {
     let t = match p.get("time") {
         Some(s) if !s.is_empty() => parse_time(s, "time")?,
@@ -246,7 +211,8 @@ async fn query_range(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant, p: P
             "zero or negative query resolution step widths are not accepted. Try a positive integer",
         ));
     }
-    if (end - start) / step > MAX_POINTS_PER_SERIES {
+    // Wide arithmetic: `end - start` of two valid times can pass i64::MAX.
+    if (end as i128 - start as i128) / step as i128 > MAX_POINTS_PER_SERIES as i128 {
         return Err(ApiError::bad_data(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
@@ -264,6 +230,12 @@ pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, ApiError> {
     use promql_parser::label::MatchOp;
     use promql_parser::parser::Expr;
     let bad = |m: String| ApiError::bad_data(format!("invalid parameter \"match[]\": {m}"));
+    // A selector has no operators or nesting; anything deep is refused before the
+    // parser (which recurses per level, here on an async worker's stack) sees it.
+    const MAX_SELECTOR_NESTING: usize = 64;
+    if promql::nesting_bound(s) > MAX_SELECTOR_NESTING {
+        return Err(bad("not a series selector: nested too deeply".into()));
+    }
     let expr = promql_parser::parser::parse(s).map_err(bad)?;
     let Expr::VectorSelector(vs) = expr else {
         return Err(bad(format!("{s:?} is not a series selector")));
@@ -715,5 +687,212 @@ mod http_tests {
             let (status, body) = h.await.unwrap();
             assert_eq!(status, StatusCode::OK, "{body}");
         }
+    }
+}
+
+/// Hostile parameters across the query API: every one gets its 4xx/503 with
+/// Prometheus's error shape, none reaches the panic-catching layer, and a normal query
+/// still answers afterwards.
+#[cfg(test)]
+mod hostile_tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use model::{Labels, Sample};
+    use promql::promqltest::MemStorage;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::Config;
+
+    fn enc(s: &str) -> String {
+        form_urlencoded::byte_serialize(s.as_bytes()).collect()
+    }
+
+    /// The querier's routes behind the server's router (auth, metrics, panic catching).
+    fn app(metrics: &server::Metrics) -> Router {
+        let mut st = MemStorage::new();
+        st.append(
+            Labels::from_pairs([("__name__", "m"), ("job", "a")]),
+            (0..240).map(|i| Sample {
+                t: i * 15_000,
+                v: i as f64,
+            }),
+        );
+        let cfg = Config {
+            timeout: model::GoDuration(Duration::from_secs(2)),
+            max_samples: 1_000_000,
+            ..Config::default()
+        };
+        server::http::router(
+            Querier::with_queryable(cfg, Arc::new(st)).http_routes(),
+            metrics,
+            server::tenant::AuthConfig { enabled: true },
+            String::new(),
+            Arc::new(|| Ok(())),
+        )
+    }
+
+    async fn send(app: &Router, req: Request<Body>) -> (StatusCode, serde_json::Value, Duration) {
+        let started = std::time::Instant::now();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()));
+        (status, json, started.elapsed())
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path)
+            .header("X-Scope-OrgID", "t1")
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    fn post_form(path: &str, form: &str) -> Request<Body> {
+        Request::post(path)
+            .header("X-Scope-OrgID", "t1")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form.to_string()))
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hostile_parameters_get_prometheus_errors_and_never_panic() {
+        const Q: &str = "/api/prom/api/v1/query";
+        const R: &str = "/api/prom/api/v1/query_range";
+        const S: &str = "/api/prom/api/v1/series";
+        let deep_chain = vec!["1"; 30_000].join("+");
+        let deep_parens = format!("{}1{}", "(".repeat(30_000), ")".repeat(30_000));
+        let ten_k_chain = vec!["1"; 10_000].join("+");
+        let long_label = "a".repeat(1 << 14);
+        let cases: Vec<(Request<Body>, u16, &str, Option<&str>)> = vec![
+            // query: times
+            (get(&format!("{Q}?query=m&time=abc")), 400, "bad_data", Some("invalid parameter \"time\": cannot parse \"abc\" to a valid timestamp")),
+            (get(&format!("{Q}?query=m&time=NaN")), 400, "bad_data", Some("invalid parameter \"time\": cannot parse \"NaN\" to a valid timestamp")),
+            (get(&format!("{Q}?query=m&time=Inf")), 400, "bad_data", None),
+            (get(&format!("{Q}?query=m&time=-Inf")), 400, "bad_data", None),
+            (get(&format!("{Q}?query=m&time=1e300")), 400, "bad_data", None),
+            (get(&format!("{Q}?query=m&time=9999-99-99T99:99:99Z")), 400, "bad_data", None),
+            (get(&format!("{Q}?query=m&time=%2B292277026596-12-04T15:30:07Z")), 400, "bad_data", None),
+            // query: timeouts
+            (get(&format!("{Q}?query=m&time=60&timeout=abc")), 400, "bad_data", Some("invalid parameter \"timeout\": cannot parse \"abc\" to a valid duration")),
+            (get(&format!("{Q}?query=m&time=60&timeout=1e300")), 400, "bad_data", Some("invalid parameter \"timeout\": cannot parse \"1e300\" to a valid duration. It overflows int64")),
+            (get(&format!("{Q}?query=m&time=60&timeout=99999999999999999y")), 400, "bad_data", None),
+            (get(&format!("{Q}?query=m&time=60&timeout=NaN")), 400, "bad_data", None),
+            (get(&format!("{Q}?query=m&time=60&timeout=-5s")), 400, "bad_data", None),
+            // query: expressions
+            (get(&format!("{Q}?query=")), 400, "bad_data", None),
+            (get(&format!("{Q}?time=60")), 400, "bad_data", None),
+            (get(&format!("{Q}?query={}&time=60", enc("count_over_time(vector(1)[100y:1ms])"))), 422, "execution", Some("query processing would load too many samples into memory in subquery")),
+            (get(&format!("{Q}?query={}&time=60", enc("count_over_time(vector(1)[10000000s:1ms])"))), 422, "execution", None),
+            (get(&format!("{Q}?query={}&time=60", enc("m offset 100000000y"))), 200, "", None),
+            (get(&format!("{Q}?query={}&time=60", enc("m @ 1e300"))), 200, "", None),
+            (get(&format!("{Q}?query={}&time=60", enc("rate(m[99999999999999999y])"))), 400, "bad_data", None),
+            (get(&format!("{Q}?query={}&time=60", enc("m[100000000000000000000000000ms]"))), 400, "bad_data", None),
+            (post_form(Q, &format!("query={}&time=60", enc(&deep_chain))), 400, "bad_data", None),
+            (post_form(Q, &format!("query={}&time=60", enc(&deep_parens))), 400, "bad_data", None),
+            (post_form(Q, &format!("query={}&time=60", enc(&"(".repeat(1 << 20)))), 400, "bad_data", None),
+            (get(&format!("{Q}?query={}&time=60", enc("m{job=~\"(a+)+$\"}"))), 200, "", None),
+            (get(&format!("{Q}?query={}&time=60", enc("label_replace(m, \"x\", \"$1\", \"job\", \"(\")"))), 422, "execution", None),
+            (get(&format!("{Q}?query={}&time=60", enc("topk(1e300, m)"))), 200, "", None),
+            (get(&format!("{Q}?query={}&time=60", enc("quantile(NaN, m)"))), 200, "", None),
+            // query_range: start/end/step
+            (get(&format!("{R}?query=m&start=abc&end=60&step=15")), 400, "bad_data", Some("invalid parameter \"start\": cannot parse \"abc\" to a valid timestamp")),
+            (get(&format!("{R}?query=m&start=0&end=NaN&step=15")), 400, "bad_data", None),
+            (get(&format!("{R}?query=m&start=-9e15&end=9e15&step=15")), 400, "bad_data", Some("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)")),
+            (get(&format!("{R}?query=m&start=-9e15&end=9e15&step=9e15")), 400, "bad_data", Some("invalid parameter \"step\": cannot parse \"9e15\" to a valid duration. It overflows int64")),
+            (get(&format!("{R}?query=m&start=-9e15&end=9e15&step=9e9")), 400, "bad_data", None),
+            (get(&format!("{R}?query={}&start=9e15&end=9e15&step=1", enc("rate(m[5m] offset -1y)"))), 200, "", None),
+            (get(&format!("{R}?query={}&start=-9e15&end=-9e15&step=1", enc("m offset 1y"))), 200, "", None),
+            (get(&format!("{R}?query=m&start=60&end=0&step=15")), 400, "bad_data", Some("end timestamp must not be before start time")),
+            (get(&format!("{R}?query=m&start=0&end=60&step=0")), 400, "bad_data", Some("zero or negative query resolution step widths are not accepted. Try a positive integer")),
+            (get(&format!("{R}?query=m&start=0&end=60&step=-15")), 400, "bad_data", None),
+            (get(&format!("{R}?query=m&start=0&end=60&step=abc")), 400, "bad_data", Some("invalid parameter \"step\": cannot parse \"abc\" to a valid duration")),
+            (get(&format!("{R}?query=m&start=0&end=60&step=1e300")), 400, "bad_data", None),
+            (get(&format!("{R}?query=m&start=0&end=60&step=NaN")), 400, "bad_data", None),
+            (get(&format!("{R}?query=m&start=0&end=60&step=99999999999999999y")), 400, "bad_data", None),
+            (get(&format!("{R}?query=m&start=0&end=60&step=0.0001")), 400, "bad_data", None),
+            (get(&format!("{R}?query=m&start=0&end=86400000&step=1")), 400, "bad_data", None),
+            (get(&format!("{R}?query=m&start=0&end=60")), 400, "bad_data", None),
+            (get(&format!("{R}?query={}&start=0&end=3600&step=1", enc("count_over_time(vector(1)[100y:1ms])"))), 422, "execution", None),
+            (post_form(R, &format!("query={}&start=0&end=60&step=15", enc(&deep_chain))), 400, "bad_data", None),
+            (post_form(R, &format!("query=m&start=0&end=60&step={}", enc("1e309"))), 400, "bad_data", None),
+            // series / labels / label values / metadata
+            (get(S), 400, "bad_data", Some("no match[] parameter provided")),
+            (get(&format!("{S}?match[]={}", enc("up{"))), 400, "bad_data", None),
+            (get(&format!("{S}?match[]={}", enc("sum(up)"))), 400, "bad_data", None),
+            (post_form(S, &format!("match[]={}", enc(&"(".repeat(1 << 20)))), 400, "bad_data", None),
+            (post_form(S, &format!("match[]={}", enc(&deep_parens))), 400, "bad_data", None),
+            (get(&format!("{S}?match[]={}", enc("up{a=~\"(\"}"))), 400, "bad_data", None),
+            (get("/api/prom/api/v1/label/1abc/values"), 400, "bad_data", None),
+            (get(&format!("/api/prom/api/v1/label/{}/values", enc("a-b"))), 400, "bad_data", None),
+            (get(&format!("/api/prom/api/v1/label/{long_label}x-/values")), 400, "bad_data", None),
+            (get("/api/prom/api/v1/metadata?limit=abc"), 400, "bad_data", Some("limit must be a number")),
+            (get("/api/prom/api/v1/metadata?limit=99999999999999999999999"), 400, "bad_data", None),
+            // A 10,000-term chain is answered, as Prometheus does.
+            (get(&format!("{Q}?query={}&time=60", enc(&ten_k_chain))), 200, "", None),
+        ];
+        assert!(cases.len() >= 40, "{}", cases.len());
+        let metrics = server::Metrics::new();
+        let app = app(&metrics);
+        for (req, want_status, want_type, want_error) in cases {
+            let what = format!(
+                "{} {}",
+                req.method(),
+                &req.uri().to_string()[..req.uri().to_string().len().min(120)]
+            );
+            let (status, body, took) = send(&app, req).await;
+            assert_eq!(status.as_u16(), want_status, "{what}: {body}");
+            assert!(took < Duration::from_secs(7), "{what}: took {took:?}");
+            if want_status == 200 {
+                assert_eq!(body["status"], "success", "{what}: {body}");
+                continue;
+            }
+            assert_eq!(body["status"], "error", "{what}: {body}");
+            assert_eq!(body["errorType"], want_type, "{what}: {body}");
+            if let Some(e) = want_error {
+                assert_eq!(body["error"], e, "{what}");
+            }
+        }
+        // The ten-thousand-term chain's answer is right.
+        let (_, body, _) = send(&app, get(&format!("{Q}?query={}&time=60", enc(&ten_k_chain)))).await;
+        assert_eq!(body["data"]["result"][1], "10000");
+        // Nothing reached the last line of defence, and normal queries still answer.
+        let text = metrics.encode();
+        assert!(text.contains("cortex_panics_total 0"), "{text}");
+        let (status, body, _) = send(&app, get(&format!("{Q}?query={}&time=3585", enc("sum(m)")))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["data"]["result"][0]["value"][1], "239");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_runaway_query_ends_at_the_timeout_with_503() {
+        let mut st = MemStorage::new();
+        st.append(
+            Labels::from_pairs([("__name__", "m")]),
+            (0..86_400).map(|i| Sample {
+                t: i * 1000,
+                v: i as f64,
+            }),
+        );
+        let cfg = Config {
+            timeout: model::GoDuration(Duration::from_millis(300)),
+            ..Config::default()
+        };
+        let app = Querier::with_queryable(cfg, Arc::new(st)).http_routes();
+        let q = enc("quantile_over_time(0.5, m[1d])");
+        let started = std::time::Instant::now();
+        let (status, body, _) = send(
+            &app,
+            get(&format!(
+                "/api/prom/api/v1/query_range?query={q}&start=86399&end=96399&step=1"
+            )),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["errorType"], "timeout");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     }
 }

@@ -5,8 +5,11 @@
 //! - [`ingesters`]: replica choice, fan-out with quorum, merge of replicas.
 //! - [`api`]: HTTP handlers and Prometheus error types.
 //! - [`json`]: Prometheus's exact JSON encoding.
+//! - `evaluation`: PromQL evaluations on their own bounded threads.
+//! - `params`: API parameters (times, durations) parsed without overflow.
 
 pub mod api;
+mod evaluation;
 pub mod ingesters;
 pub mod json;
 mod merge;
@@ -19,7 +22,6 @@ use model::GoDuration;
 use serde::{Deserialize, Serialize};
 use server::config::Flag;
 use server::{IngesterPool, Metrics};
-use tokio::sync::Semaphore;
 
 pub use ingesters::IngesterQuerier;
 
@@ -99,8 +101,8 @@ pub struct Querier {
     cfg: Config,
     source: Source,
     engine: promql::Engine,
-    /// `-querier.max-concurrent`: queries beyond it wait for a permit.
-    limiter: Semaphore,
+    /// `-querier.max-concurrent` evaluation threads; queries beyond wait for one.
+    threads: evaluation::QueryThreads,
 }
 
 impl Querier {
@@ -109,11 +111,12 @@ impl Querier {
         ring: ring::Ring,
         pool: IngesterPool,
         shard_by_all_labels: bool,
-        _metrics: &Metrics,
+        metrics: &Metrics,
     ) -> Arc<Self> {
         Self::with_source(
             cfg,
             Source::Ingesters(IngesterQuerier::new(ring, pool, shard_by_all_labels)),
+            metrics,
         )
     }
 
@@ -121,10 +124,10 @@ impl Querier {
     /// tenant; endpoints that need ingesters (series, labels, metadata, remote read,
     /// user stats) answer 500.
     pub fn with_queryable(cfg: Config, data: Arc<dyn promql::Queryable>) -> Arc<Self> {
-        Self::with_source(cfg, Source::Queryable(data))
+        Self::with_source(cfg, Source::Queryable(data), &Metrics::new())
     }
 
-    fn with_source(cfg: Config, source: Source) -> Arc<Self> {
+    fn with_source(cfg: Config, source: Source, metrics: &Metrics) -> Arc<Self> {
         let engine = promql::Engine::new(promql::EngineOpts {
             lookback_delta: cfg.lookback_delta.0,
             max_samples: cfg.max_samples,
@@ -132,7 +135,7 @@ impl Querier {
             default_eval_interval: cfg.default_evaluation_interval.0,
         });
         Arc::new(Querier {
-            limiter: Semaphore::new(cfg.max_concurrent.max(1)),
+            threads: evaluation::QueryThreads::new(cfg.max_concurrent, metrics.panics()),
             source,
             engine,
             cfg,

@@ -4,25 +4,21 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use chunk::{XorChunk, ENCODING_PROMETHEUS_XOR};
+use chunk::StoredChunk;
 use model::{Labels, Sample, Series};
 use server::HttpError;
 
 /// Samples per series, gathered from any number of chunks and replicas.
 pub(crate) type Gathered = HashMap<Labels, Vec<Sample>>;
 
-/// Opens a chunk payload; `source` names where it came from for the error.
-pub(crate) fn open_chunk(encoding: i32, data: Bytes, source: &str) -> Result<XorChunk, HttpError> {
-    if encoding != ENCODING_PROMETHEUS_XOR {
-        return Err(HttpError::internal(format!(
-            "unsupported chunk encoding {encoding} from {source}"
-        )));
-    }
-    XorChunk::from_bytes(data).map_err(|e| HttpError::internal(format!("corrupt chunk from {source}: {e}")))
+/// Opens a chunk payload of any encoding Cortex v1.13 reads (XOR from ingesters; DoubleDelta,
+/// Varbit, Bigchunk or XOR from a store Cortex wrote); `source` names where it came from.
+pub(crate) fn open_chunk(encoding: i32, data: Bytes, source: &str) -> Result<StoredChunk, HttpError> {
+    StoredChunk::open(encoding, data).map_err(|e| HttpError::internal(format!("chunk from {source}: {e}")))
 }
 
 /// Appends the chunk's samples within [start, end].
-pub(crate) fn append_in_range(samples: &mut Vec<Sample>, chunk: &XorChunk, start: i64, end: i64) {
+pub(crate) fn append_in_range(samples: &mut Vec<Sample>, chunk: &StoredChunk, start: i64, end: i64) {
     samples.reserve(chunk.num_samples());
     samples.extend(
         chunk

@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use model::GoDuration;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -219,8 +220,27 @@ pub fn router(roles: Router, metrics: &Metrics, auth: AuthConfig, config_yaml: S
             }),
         )
         .route("/", get(index))
+        .layer(middleware::from_fn_with_state(metrics.panics(), catch_panics))
         .layer(middleware::from_fn_with_state(m, track))
         .layer(Extension(auth))
+}
+
+/// The last line of defence: a handler that panics answers 500 (counted in
+/// `cortex_panics_total`) instead of dropping the client's connection. Bad input must
+/// never get here — it gets a 4xx from the handler — and the tests show it does not.
+pub async fn catch_panics(State(panics): State<Counter>, req: Request, next: Next) -> Response {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(_) => {
+            panics.inc();
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal server error: the request handler failed unexpectedly\n",
+            )
+                .into_response()
+        }
+    }
 }
 
 fn metrics_response(metrics: &Metrics) -> Response {
@@ -370,6 +390,33 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_is_counted() {
+        use tower::ServiceExt;
+        let metrics = Metrics::new();
+        let roles = Router::new()
+            .route("/boom", get(|| async { panic!("handler bug") as &'static str }))
+            .route("/fine", get(|| async { "ok" }));
+        let app = router(
+            roles,
+            &metrics,
+            AuthConfig { enabled: false },
+            String::new(),
+            Arc::new(|| Ok(())),
+        );
+        let get = |path: &str| axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+        let resp = app.clone().oneshot(get("/boom")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let resp = app.clone().oneshot(get("/fine")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let text = metrics.encode();
+        assert!(text.contains("cortex_panics_total 1"), "{text}");
+        assert!(
+            text.contains("cortex_request_duration_seconds_count{method=\"GET\",route=\"boom\",status_code=\"500\""),
+            "{text}"
+        );
+    }
 
     #[test]
     fn route_names_like_cortex() {

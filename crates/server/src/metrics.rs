@@ -73,6 +73,16 @@ impl Metrics {
         )
     }
 
+    /// `cortex_panics_total`: panics caught (HTTP handlers, gRPC calls, query threads)
+    /// and answered as internal errors instead of dropping the connection.
+    pub fn panics(&self) -> Counter {
+        self.shared(
+            "cortex_panics",
+            "The total number of panics caught while serving requests.",
+            Counter::default,
+        )
+    }
+
     /// Text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -25,6 +25,26 @@ pub enum ChunkObjectError {
     DataLength,
     #[error("decoding chunk metadata: {0}")]
     Metadata(String),
+    #[error("{0}")]
+    Payload(#[from] chunk::ChunkError),
+}
+
+impl ChunkObjectError {
+    /// The `reason` label of the decode-failure counter.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ChunkObjectError::BadKey(_) => "key",
+            ChunkObjectError::Checksum => "checksum",
+            ChunkObjectError::WrongMetadata
+            | ChunkObjectError::MetadataLength
+            | ChunkObjectError::DataLength
+            | ChunkObjectError::Metadata(_) => "metadata",
+            ChunkObjectError::Payload(chunk::ChunkError::UnknownEncoding(_) | chunk::ChunkError::DeltaEncoding) => {
+                "encoding"
+            }
+            ChunkObjectError::Payload(_) => "payload",
+        }
+    }
 }
 
 /// The identity of a chunk as encoded in its external key.
@@ -223,8 +243,26 @@ struct Metadata {
     from: f64,
     through: f64,
     metric: std::collections::BTreeMap<String, String>,
+    /// Absent in the oldest chunks, which were all DoubleDelta.
     #[serde(default)]
     encoding: i32,
+}
+
+/// Where the data length sits: right after the snappy stream, whose end `metaLen` gives — counting
+/// its own 4 bytes (what Cortex writes today) or not (older Cortex versions); Cortex accepts both.
+fn data_length_offset(input: &[u8], meta_len: usize) -> Result<usize, ChunkObjectError> {
+    let mut candidates = [meta_len, meta_len + 4]
+        .into_iter()
+        .filter(|&end| end + 4 <= input.len());
+    let first = candidates.next().ok_or(ChunkObjectError::MetadataLength)?;
+    let fits = |end: usize| {
+        let l = u32::from_be_bytes([input[end], input[end + 1], input[end + 2], input[end + 3]]) as usize;
+        l == input.len() - end - 4
+    };
+    Ok(std::iter::once(first)
+        .chain(candidates)
+        .find(|&end| fits(end))
+        .unwrap_or(first))
 }
 
 /// Decodes and verifies an object fetched for `r` (checksum, then tenant/fingerprint/from/through).
@@ -238,11 +276,12 @@ pub fn decode(r: &ChunkRef, input: Bytes) -> Result<ChunkEntry, ChunkObjectError
         return Err(ChunkObjectError::MetadataLength);
     }
     let meta_len = u32::from_be_bytes([input[0], input[1], input[2], input[3]]) as usize;
-    if meta_len < 4 || meta_len + 4 > input.len() {
+    if meta_len < 4 {
         return Err(ChunkObjectError::MetadataLength);
     }
+    let meta_end = data_length_offset(&input, meta_len)?;
     let mut json = Vec::with_capacity(256);
-    snap::read::FrameDecoder::new(&input[4..meta_len])
+    snap::read::FrameDecoder::new(&input[4..meta_end])
         .read_to_end(&mut json)
         .map_err(|e| ChunkObjectError::Metadata(e.to_string()))?;
     let m: Metadata = serde_json::from_slice(&json).map_err(|e| ChunkObjectError::Metadata(e.to_string()))?;
@@ -252,22 +291,31 @@ pub fn decode(r: &ChunkRef, input: Bytes) -> Result<ChunkEntry, ChunkObjectError
         return Err(ChunkObjectError::WrongMetadata);
     }
     let data_len = u32::from_be_bytes([
-        input[meta_len],
-        input[meta_len + 1],
-        input[meta_len + 2],
-        input[meta_len + 3],
+        input[meta_end],
+        input[meta_end + 1],
+        input[meta_end + 2],
+        input[meta_end + 3],
     ]) as usize;
-    let data = input.slice(meta_len + 4..);
+    let data = input.slice(meta_end + 4..);
     if data.len() != data_len {
         return Err(ChunkObjectError::DataLength);
     }
+    // Cortex reads encoding 0 (or none) as DoubleDelta: the oldest chunks did not record it.
+    let encoding = if m.encoding == chunk::encoding::DELTA {
+        chunk::Encoding::DoubleDelta.id()
+    } else {
+        m.encoding
+    };
+    // Open the payload once here, where the object's key is known, so a corrupt chunk is
+    // reported by key (and a corrupt cache entry is refetched) rather than failing a query later.
+    chunk::StoredChunk::open(encoding, data.clone())?;
     Ok(ChunkEntry {
         tenant: m.user_id,
         fingerprint: m.fingerprint,
         labels: Labels::from_pairs(m.metric),
         from_ms,
         through_ms,
-        encoding: m.encoding,
+        encoding,
         data,
     })
 }
@@ -277,6 +325,9 @@ mod tests {
     use super::*;
 
     fn entry() -> ChunkEntry {
+        let mut x = chunk::XorChunk::new();
+        x.append(1_621_468_800_123, 1.0);
+        x.append(1_621_468_860_000, 2.0);
         ChunkEntry {
             tenant: "team-1".into(),
             fingerprint: 0xdead_beef_0012_3456,
@@ -284,7 +335,7 @@ mod tests {
             from_ms: 1_621_468_800_123,
             through_ms: 1_621_468_860_000,
             encoding: 4,
-            data: Bytes::from_static(&[0, 2, 1, 2, 3, 4, 5]),
+            data: x.to_bytes(),
         }
     }
 
@@ -357,5 +408,51 @@ mod tests {
             ..r.clone()
         };
         assert_eq!(decode(&other, bytes).unwrap_err(), ChunkObjectError::WrongMetadata);
+    }
+
+    #[test]
+    fn older_layout_without_the_length_word_and_missing_encoding_read_as_cortex_does() {
+        // metaLen not counting its own 4 bytes (older Cortex), no "encoding" (→ DoubleDelta).
+        let mut dd = vec![0u8; 1024];
+        dd[0..2].copy_from_slice(&21u16.to_le_bytes());
+        dd[2] = 1;
+        dd[5..13].copy_from_slice(&1000i64.to_le_bytes());
+        let json = "{\"fingerprint\":7,\"userID\":\"u\",\"from\":1,\"through\":1,\"metric\":{\"__name__\":\"m\"}}";
+        let mut snappy = Vec::new();
+        {
+            let mut w = snap::write::FrameEncoder::new(&mut snappy);
+            w.write_all(json.as_bytes()).unwrap();
+        }
+        let mut obj = (snappy.len() as u32).to_be_bytes().to_vec();
+        obj.extend_from_slice(&snappy);
+        obj.extend_from_slice(&(dd.len() as u32).to_be_bytes());
+        obj.extend_from_slice(&dd);
+        let r = ChunkRef {
+            tenant: "u".into(),
+            fingerprint: 7,
+            from_ms: 1000,
+            through_ms: 1000,
+            checksum: Some(crc32c::crc32c(&obj)),
+        };
+        let c = decode(&r, obj.into()).unwrap();
+        assert_eq!(c.encoding, chunk::Encoding::DoubleDelta.id());
+        let s: Vec<_> = chunk::StoredChunk::open(c.encoding, c.data).unwrap().iter().collect();
+        assert_eq!(s, vec![(1000, 0.0)]);
+    }
+
+    #[test]
+    fn corrupt_payloads_fail_with_the_chunk_error() {
+        let mut e = entry();
+        e.encoding = 77;
+        let (bytes, r) = encode_with_ref(&e);
+        let err = decode(&r, bytes).unwrap_err();
+        assert_eq!(err.to_string(), "unknown chunk encoding 77");
+        assert_eq!(err.reason(), "encoding");
+        e.encoding = chunk::Encoding::Bigchunk.id();
+        e.data = Bytes::from_static(&[2, 0, 9, 0, 1]);
+        let (bytes, r) = encode_with_ref(&e);
+        let err = decode(&r, bytes).unwrap_err();
+        assert_eq!(err.to_string(), "bigchunk truncated at byte 4 of 5");
+        assert_eq!(err.reason(), "payload");
     }
 }

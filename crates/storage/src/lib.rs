@@ -16,6 +16,8 @@ pub mod aws;
 pub mod cache;
 pub mod chunk_object;
 pub mod config;
+#[cfg(test)]
+mod cortex_fixture_tests;
 pub mod index;
 pub mod keys;
 pub mod object;

@@ -2,13 +2,15 @@
 //! and write-dedupe-cache deduplication (spec §4.7) and the query lookup (spec §4.5), over the
 //! periods of the schema config.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use model::{MatchType, Matcher, METRIC_NAME};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 use crate::cache::Cache;
@@ -61,6 +63,12 @@ struct StoreMetrics {
     chunks_per_query: Histogram,
     index_entries_per_chunk: Histogram,
     deduped_chunks: Counter,
+    decode_failures: Family<ReasonLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 impl StoreMetrics {
@@ -96,6 +104,11 @@ impl StoreMetrics {
                 "cortex_chunk_store_deduped_chunks",
                 "Count of chunks which were not stored because they have already been stored by another replica.",
                 Counter::default,
+            ),
+            decode_failures: m.shared(
+                "cortex_chunk_store_chunk_decode_failures",
+                "Chunks fetched from the store that could not be read, by reason (checksum, metadata, encoding, payload, labels, key).",
+                Family::default,
             ),
         }
     }
@@ -256,7 +269,8 @@ impl SeriesStore {
         }
     }
 
-    /// Chunk refs of a period's series overlapping [from, through].
+    /// Chunk refs of a period's series overlapping [from, through], each with the series ID whose
+    /// index row named it (the chunk's labels must hash to it).
     async fn lookup_chunks(
         &self,
         p: &PeriodStore,
@@ -264,48 +278,78 @@ impl SeriesStore {
         from: i64,
         through: i64,
         series: &[String],
-    ) -> Result<Vec<ChunkRef>, StoreError> {
+    ) -> Result<Vec<(ChunkRef, String)>, StoreError> {
         let buckets = p.schema.buckets(from, through, tenant);
         let queries: Vec<IndexQuery> = series
             .iter()
             .flat_map(|sid| buckets.iter().map(move |b| p.schema.chunks_for_series_query(b, sid)))
             .collect();
         let rows = p.index.query(&queries).await?;
-        let mut ids = BTreeSet::new();
-        for row in rows.iter().flatten() {
-            match parse_range_value(&row.range, &row.value) {
-                Ok(RangeValue::Chunk { id }) => {
-                    ids.insert(String::from_utf8_lossy(id).into_owned());
+        let mut ids = BTreeMap::new();
+        // Queries are series-major: query i asks for series i / buckets.
+        for (qi, query_rows) in rows.iter().enumerate() {
+            let sid = &series[qi / buckets.len().max(1)];
+            for row in query_rows {
+                match parse_range_value(&row.range, &row.value) {
+                    Ok(RangeValue::Chunk { id }) => {
+                        ids.entry(String::from_utf8_lossy(id).into_owned())
+                            .or_insert_with(|| sid.clone());
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(StoreError::internal(e.to_string())),
                 }
-                Ok(_) => {}
-                Err(e) => return Err(StoreError::internal(e.to_string())),
             }
         }
         let mut refs = Vec::with_capacity(ids.len());
-        for id in ids {
+        for (id, sid) in ids {
             let r = ChunkRef::parse(tenant, &id).map_err(|e| StoreError::internal(e.to_string()))?;
             if r.through_ms >= from && r.from_ms <= through {
-                refs.push(r);
+                refs.push((r, sid));
             }
         }
         Ok(refs)
     }
 
+    /// Decodes a fetched object and checks it belongs where the index put it; a failure is
+    /// counted, logged with the object key, and names the chunk in the error.
+    pub(crate) fn open_object(&self, r: &ChunkRef, series: &str, data: Bytes) -> Result<ChunkEntry, StoreError> {
+        let key = r.object_key();
+        let fail = |reason: &'static str, message: String| {
+            self.metrics
+                .decode_failures
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+            tracing::error!(chunk = %key, reason, error = %message, "cannot read chunk from the store");
+            StoreError::internal(format!("chunk {key}: {message}"))
+        };
+        let c = chunk_object::decode(r, data).map_err(|e| fail(e.reason(), e.to_string()))?;
+        if series_id(&c.labels) != series {
+            return Err(fail(
+                "labels",
+                format!(
+                    "labels {} do not match the series {series} the index lists it under",
+                    c.labels
+                ),
+            ));
+        }
+        Ok(c)
+    }
+
     /// Fetches chunk objects (cache first, then the period's object store), verifying each.
-    async fn fetch_chunks(&self, refs: Vec<(usize, ChunkRef)>) -> Result<Vec<ChunkEntry>, StoreError> {
-        let keys: Vec<String> = refs.iter().map(|(_, r)| r.external_key()).collect();
+    async fn fetch_chunks(&self, refs: Vec<(usize, ChunkRef, String)>) -> Result<Vec<ChunkEntry>, StoreError> {
+        let keys: Vec<String> = refs.iter().map(|(_, r, _)| r.external_key()).collect();
         let (mut cached, _) = Self::cache_fetch(&self.chunk_cache, keys.clone()).await;
         let mut out = Vec::with_capacity(refs.len());
         let mut to_fetch = Vec::new();
-        for ((period, r), key) in refs.into_iter().zip(keys) {
+        for ((period, r, series), key) in refs.into_iter().zip(keys) {
             match cached.remove(&key).map(|b| chunk_object::decode(&r, b)) {
-                Some(Ok(c)) => out.push(c),
+                Some(Ok(c)) if series_id(&c.labels) == series => out.push(c),
                 // A corrupt cache entry is refetched from the object store.
-                _ => to_fetch.push((period, r)),
+                _ => to_fetch.push((period, r, series)),
             }
         }
         let fetched: Vec<(ChunkEntry, String, Bytes)> = stream::iter(to_fetch)
-            .map(|(period, r)| {
+            .map(|(period, r, series)| {
                 let objects = self.periods[period].objects.clone();
                 async move {
                     let key = r.object_key();
@@ -313,8 +357,7 @@ impl SeriesStore {
                         .get(&key)
                         .await?
                         .ok_or_else(|| StoreError::internal(format!("chunk {key} not found in object store")))?;
-                    let c = chunk_object::decode(&r, data.clone())
-                        .map_err(|e| StoreError::internal(format!("chunk {key}: {e}")))?;
+                    let c = self.open_object(&r, &series, data.clone())?;
                     Ok::<_, StoreError>((c, r.external_key(), data))
                 }
             })
@@ -518,14 +561,14 @@ impl ChunkStore for SeriesStore {
             .filter(|m| !std::ptr::eq(*m, metric_matcher) && !m.matches(""))
             .collect();
 
-        let mut refs: Vec<(usize, ChunkRef)> = Vec::new();
+        let mut refs: Vec<(usize, ChunkRef, String)> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         for (period, f, t) in self.schema_cfg.split(from, through) {
             let p = &self.periods[period];
             let series = self.lookup_series(p, tenant, f, t, metric, &index_matchers).await?;
-            for r in self.lookup_chunks(p, tenant, f, t, &series).await? {
+            for (r, sid) in self.lookup_chunks(p, tenant, f, t, &series).await? {
                 if seen.insert(r.external_key()) {
-                    refs.push((period, r));
+                    refs.push((period, r, sid));
                 }
             }
         }

@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use server::config::Flag;
 
 pub(crate) use record::WalBatch;
+pub use replay::{load_checkpoint_segment, replay_segment, ReplayStats};
 use segment::SegmentWriter;
 
 /// When WAL writes are fsynced. Every policy hands the bytes to the OS

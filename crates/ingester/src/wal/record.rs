@@ -45,6 +45,8 @@ pub enum RecordError {
     Truncated,
     #[error("label or tenant is not valid UTF-8")]
     NotUtf8,
+    #[error("series has label name {0:?} more than once")]
+    DuplicateLabelName(String),
     #[error("checkpoint series: {0}")]
     Protobuf(#[from] prost::DecodeError),
 }
@@ -167,8 +169,17 @@ pub(crate) fn labels_from_pairs(pairs: &[LabelPair]) -> Result<Labels, RecordErr
             value: value.to_string(),
         });
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Labels::from_sorted(out))
+    sorted_labels(out)
+}
+
+/// Labels as stored in memory (sorted by name, names unique), from a record
+/// written by anyone: a corrupt or foreign record may have them in any order.
+fn sorted_labels(mut labels: Vec<Label>) -> Result<Labels, RecordError> {
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(w) = labels.windows(2).find(|w| w[0].name == w[1].name) {
+        return Err(RecordError::DuplicateLabelName(w[0].name.clone()));
+    }
+    Ok(Labels::from_sorted(labels))
 }
 
 /// One sample of a samples record.
@@ -265,7 +276,7 @@ pub(crate) fn decode<'a>(rec: &'a [u8], samples: &mut Vec<RefSample>) -> Result<
                     let value = r.str()?.to_string();
                     labels.push(Label { name, value });
                 }
-                series.push((fp, Labels::from_sorted(labels)));
+                series.push((fp, sorted_labels(labels)?));
             }
             Ok(Record::Series { tenant, series })
         }
@@ -369,6 +380,41 @@ mod tests {
         decode(rec, &mut samples).unwrap();
         assert_eq!(samples, vec![RefSample { fp: 1, t: 10, v: 2.0 }]);
         assert_eq!(decode(&[9], &mut samples), Err(RecordError::UnknownType(9)));
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/wal_replay.rs): a series record
+    /// with labels out of order tripped `Labels::from_sorted`'s assertion.
+    #[test]
+    fn series_record_labels_are_sorted_and_unique() {
+        let mut batch = WalBatch::new("t");
+        batch.add_series(1, &[(&b"job"[..], &b"a"[..]), (&b"__name__"[..], &b"up"[..])]);
+        let mut samples = Vec::new();
+        match decode(batch.records()[0], &mut samples).unwrap() {
+            Record::Series { series, .. } => {
+                assert_eq!(series[0].1, Labels::from_pairs([("__name__", "up"), ("job", "a")]));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut batch = WalBatch::new("t");
+        batch.add_series(1, &[(&b"a"[..], &b"1"[..]), (&b"a"[..], &b"2"[..])]);
+        assert_eq!(
+            decode(batch.records()[0], &mut samples),
+            Err(RecordError::DuplicateLabelName("a".into()))
+        );
+        let dup = [
+            LabelPair {
+                name: Bytes::from_static(b"a"),
+                value: Bytes::from_static(b"1"),
+            },
+            LabelPair {
+                name: Bytes::from_static(b"a"),
+                value: Bytes::from_static(b"2"),
+            },
+        ];
+        assert_eq!(
+            labels_from_pairs(&dup),
+            Err(RecordError::DuplicateLabelName("a".into()))
+        );
     }
 
     #[test]

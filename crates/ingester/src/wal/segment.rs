@@ -224,8 +224,13 @@ impl std::fmt::Display for Corruption {
 
 /// Calls `f` with every intact record of segment `index` in `dir`, in order.
 /// Returns the corruption that ended the read early, if any.
-pub(crate) fn read_segment(dir: &Path, index: u64, mut f: impl FnMut(&[u8])) -> io::Result<Option<Corruption>> {
+pub(crate) fn read_segment(dir: &Path, index: u64, f: impl FnMut(&[u8])) -> io::Result<Option<Corruption>> {
     let data = fs::read(dir.join(segment_name(index)))?;
+    Ok(read_segment_bytes(index, &data, f))
+}
+
+/// [`read_segment`] over the bytes of segment `index` already in memory.
+pub(crate) fn read_segment_bytes(index: u64, data: &[u8], mut f: impl FnMut(&[u8])) -> Option<Corruption> {
     let corrupt = |offset: usize, reason: &str| Corruption {
         segment: index,
         offset: offset as u64,
@@ -246,29 +251,26 @@ pub(crate) fn read_segment(dir: &Path, index: u64, mut f: impl FnMut(&[u8])) -> 
             // The rest of the page must be zeros.
             let end = (pos + in_page).min(data.len());
             if data[pos..end].iter().any(|&b| b != 0) {
-                return Ok(Some(corrupt(
-                    record_start.unwrap_or(pos),
-                    "non-zero bytes in page padding",
-                )));
+                return Some(corrupt(record_start.unwrap_or(pos), "non-zero bytes in page padding"));
             }
             pos = end;
             continue;
         }
         if pos + HEADER_SIZE > data.len() {
-            return Ok(Some(corrupt(record_start.unwrap_or(pos), "torn record header")));
+            return Some(corrupt(record_start.unwrap_or(pos), "torn record header"));
         }
         let len = u16::from_be_bytes([data[pos + 1], data[pos + 2]]) as usize;
         let crc = u32::from_be_bytes([data[pos + 3], data[pos + 4], data[pos + 5], data[pos + 6]]);
         let start = pos + HEADER_SIZE;
         if len > in_page - HEADER_SIZE {
-            return Ok(Some(corrupt(record_start.unwrap_or(pos), "fragment crosses a page")));
+            return Some(corrupt(record_start.unwrap_or(pos), "fragment crosses a page"));
         }
         if start + len > data.len() {
-            return Ok(Some(corrupt(record_start.unwrap_or(pos), "torn record")));
+            return Some(corrupt(record_start.unwrap_or(pos), "torn record"));
         }
         let part = &data[start..start + len];
         if crc32c::crc32c(part) != crc {
-            return Ok(Some(corrupt(record_start.unwrap_or(pos), "checksum mismatch")));
+            return Some(corrupt(record_start.unwrap_or(pos), "checksum mismatch"));
         }
         match (typ, record_start.is_some()) {
             (REC_FULL, false) => f(part),
@@ -284,16 +286,16 @@ pub(crate) fn read_segment(dir: &Path, index: u64, mut f: impl FnMut(&[u8])) -> 
                 record_start = None;
             }
             (REC_FULL | REC_FIRST | REC_MIDDLE | REC_LAST, _) => {
-                return Ok(Some(corrupt(record_start.unwrap_or(pos), "fragment out of sequence")));
+                return Some(corrupt(record_start.unwrap_or(pos), "fragment out of sequence"));
             }
-            _ => return Ok(Some(corrupt(record_start.unwrap_or(pos), "unknown record type"))),
+            _ => return Some(corrupt(record_start.unwrap_or(pos), "unknown record type")),
         }
         pos = start + len;
     }
     if let Some(start) = record_start {
-        return Ok(Some(corrupt(start, "record cut off at the end of the segment")));
+        return Some(corrupt(start, "record cut off at the end of the segment"));
     }
-    Ok(None)
+    None
 }
 
 /// Cuts segment `c.segment` at the corruption and deletes every later
