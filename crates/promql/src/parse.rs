@@ -111,12 +111,7 @@ pub fn parse(expr: &str) -> Result<Expr, PromqlError> {
     register_functions();
     let src = rewrite_raw_strings(expr);
     let ast = promql_parser::parser::parse(&src).map_err(|msg| PromqlError::Parse(parse_error_text(&src, &msg)))?;
-    if has_or_matchers(&ast) {
-        // `{a="1" or b="2"}` is Prometheus v3 syntax; v2.53 rejects it.
-        return Err(PromqlError::Parse(
-            "parse error: 'or' inside a label matcher list is not supported".into(),
-        ));
-    }
+    check_tree(&ast)?;
     Ok(ast)
 }
 
@@ -125,17 +120,56 @@ fn parse_error_text(src: &str, msg: &str) -> String {
     parse_error::format(src, msg)
 }
 
-fn has_or_matchers(e: &Expr) -> bool {
+/// What the parser accepts but Prometheus v2.53 refuses: `{a="1" or b="2"}` (v3 syntax) and
+/// durations that don't fit Go's `time.Duration` (int64 nanoseconds, ~292 years), which
+/// would otherwise reach the evaluator as absurd offsets and ranges.
+fn check_tree(e: &Expr) -> Result<(), PromqlError> {
+    fn duration(d: &std::time::Duration) -> Result<(), PromqlError> {
+        if d.as_nanos() > i64::MAX as u128 {
+            return Err(PromqlError::Parse("parse error: duration out of range".into()));
+        }
+        Ok(())
+    }
+    fn offset(o: &Option<promql_parser::parser::Offset>) -> Result<(), PromqlError> {
+        match o {
+            Some(promql_parser::parser::Offset::Pos(d) | promql_parser::parser::Offset::Neg(d)) => duration(d),
+            None => Ok(()),
+        }
+    }
+    fn selector(vs: &promql_parser::parser::VectorSelector) -> Result<(), PromqlError> {
+        if !vs.matchers.or_matchers.is_empty() {
+            return Err(PromqlError::Parse(
+                "parse error: 'or' inside a label matcher list is not supported".into(),
+            ));
+        }
+        offset(&vs.offset)
+    }
     match e {
-        Expr::VectorSelector(vs) => !vs.matchers.or_matchers.is_empty(),
-        Expr::MatrixSelector(ms) => !ms.vs.matchers.or_matchers.is_empty(),
-        Expr::Subquery(sq) => has_or_matchers(&sq.expr),
-        Expr::Aggregate(a) => has_or_matchers(&a.expr) || a.param.as_ref().is_some_and(|p| has_or_matchers(p)),
-        Expr::Unary(u) => has_or_matchers(&u.expr),
-        Expr::Binary(b) => has_or_matchers(&b.lhs) || has_or_matchers(&b.rhs),
-        Expr::Paren(p) => has_or_matchers(&p.expr),
-        Expr::Call(c) => c.args.args.iter().any(|a| has_or_matchers(a)),
-        _ => false,
+        Expr::VectorSelector(vs) => selector(vs),
+        Expr::MatrixSelector(ms) => {
+            duration(&ms.range)?;
+            selector(&ms.vs)
+        }
+        Expr::Subquery(sq) => {
+            duration(&sq.range)?;
+            if let Some(step) = &sq.step {
+                duration(step)?;
+            }
+            offset(&sq.offset)?;
+            check_tree(&sq.expr)
+        }
+        Expr::Aggregate(a) => {
+            check_tree(&a.expr)?;
+            a.param.as_ref().map_or(Ok(()), |p| check_tree(p))
+        }
+        Expr::Unary(u) => check_tree(&u.expr),
+        Expr::Binary(b) => {
+            check_tree(&b.lhs)?;
+            check_tree(&b.rhs)
+        }
+        Expr::Paren(p) => check_tree(&p.expr),
+        Expr::Call(c) => c.args.args.iter().try_for_each(|a| check_tree(a)),
+        _ => Ok(()),
     }
 }
 

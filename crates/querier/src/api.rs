@@ -270,6 +270,7 @@ async fn series(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant, p: Params
     if selectors.is_empty() {
         return Err(ApiError::bad_data("no match[] parameter provided"));
     }
+    check_time_range(&p)?;
     let mut sets = Vec::new();
     for s in selectors {
         sets.extend(parse_selector(s)?);
@@ -298,7 +299,38 @@ fn string_array(items: &[String]) -> String {
     data
 }
 
-async fn labels(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant) -> Result<Response, ApiError> {
+/// `start`/`end`/`match[]` of the label APIs are checked like Prometheus checks them, so a bad
+/// value is a 400 rather than silently ignored (ingesters answer for everything they hold).
+fn check_label_params(p: &Params) -> Result<(), ApiError> {
+    check_time_range(p)?;
+    for s in p.all("match[]") {
+        parse_selector(s)?;
+    }
+    Ok(())
+}
+
+/// Optional `start`/`end` (absent = unbounded), each parseable and in order.
+fn check_time_range(p: &Params) -> Result<(), ApiError> {
+    let start = p
+        .get("start")
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_time(s, "start"))
+        .transpose()?;
+    let end = p
+        .get("end")
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_time(s, "end"))
+        .transpose()?;
+    if let (Some(start), Some(end)) = (start, end) {
+        if end < start {
+            return Err(ApiError::bad_data("end timestamp must not be before start time"));
+        }
+    }
+    Ok(())
+}
+
+async fn labels(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant, p: Params) -> Result<Response, ApiError> {
+    check_label_params(&p)?;
     Ok(ok_json(string_array(
         &q.require_ingesters()?.label_names(&tenant).await?,
     )))
@@ -314,10 +346,12 @@ async fn label_values(
     State(q): State<Arc<Querier>>,
     Tenant(tenant): Tenant,
     Path(name): Path<String>,
+    p: Params,
 ) -> Result<Response, ApiError> {
     if !valid_label_name(&name) {
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
     }
+    check_label_params(&p)?;
     Ok(ok_json(string_array(
         &q.require_ingesters()?.label_values(&tenant, &name).await?,
     )))
@@ -787,7 +821,7 @@ mod hostile_tests {
             (get(&format!("{Q}?time=60")), 400, "bad_data", None),
             (get(&format!("{Q}?query={}&time=60", enc("count_over_time(vector(1)[100y:1ms])"))), 422, "execution", Some("query processing would load too many samples into memory in subquery")),
             (get(&format!("{Q}?query={}&time=60", enc("count_over_time(vector(1)[10000000s:1ms])"))), 422, "execution", None),
-            (get(&format!("{Q}?query={}&time=60", enc("m offset 100000000y"))), 200, "", None),
+            (get(&format!("{Q}?query={}&time=60", enc("m offset 100000000y"))), 400, "bad_data", Some("parse error: duration out of range")),
             (get(&format!("{Q}?query={}&time=60", enc("m @ 1e300"))), 200, "", None),
             (get(&format!("{Q}?query={}&time=60", enc("rate(m[99999999999999999y])"))), 400, "bad_data", None),
             (get(&format!("{Q}?query={}&time=60", enc("m[100000000000000000000000000ms]"))), 400, "bad_data", None),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -246,9 +246,32 @@ fn group_json(g: &GroupState) -> Value {
     })
 }
 
-async fn prometheus_rules(State(r): State<Arc<Ruler>>, Tenant(t): Tenant) -> Json<Value> {
-    let groups: Vec<Value> = r.tenant_groups(&t).iter().map(|g| group_json(&g.lock())).collect();
-    Json(json!({"status": "success", "data": {"groups": groups}}))
+/// Prometheus's `GET /api/v1/rules[?type=alert|record]`: any other `type` is a 400, as in Prometheus.
+async fn prometheus_rules(
+    State(r): State<Arc<Ruler>>,
+    Tenant(t): Tenant,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let only = match q.get("type").map(String::as_str) {
+        None | Some("") => None,
+        Some("alert") => Some("alerting"),
+        Some("record") => Some("recording"),
+        Some(other) => {
+            let body =
+                json!({"status": "error", "errorType": "bad_data", "error": format!("not supported value {other:?}")});
+            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        }
+    };
+    let mut groups: Vec<Value> = r.tenant_groups(&t).iter().map(|g| group_json(&g.lock())).collect();
+    if let Some(kind) = only {
+        for g in &mut groups {
+            if let Some(rules) = g["rules"].as_array_mut() {
+                rules.retain(|rule| rule["type"] == kind);
+            }
+        }
+        groups.retain(|g| g["rules"].as_array().is_some_and(|r| !r.is_empty()));
+    }
+    Json(json!({"status": "success", "data": {"groups": groups}})).into_response()
 }
 
 async fn prometheus_alerts(State(r): State<Arc<Ruler>>, Tenant(t): Tenant) -> Json<Value> {
