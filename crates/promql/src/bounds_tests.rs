@@ -286,3 +286,24 @@ fn nesting_bound_ignores_strings_comments_and_matchers() {
     assert_eq!(nesting_bound("sum(rate(up[5m]))"), 4);
     assert_eq!(nesting_bound("a and b or c unless d"), 4);
 }
+
+#[test]
+fn durations_past_go_time_duration_are_parse_errors_at_their_position() {
+    // Prometheus 2.42: `invalid parameter "query": 1:10: parse error: duration out of range`
+    // for the first of these (the API adds the parameter name).
+    for (q, want) in [
+        ("m offset 100000000y", "1:10: parse error: duration out of range"),
+        ("rate(m[100000000y])", "1:8: parse error: duration out of range"),
+        (
+            "sum(m)\n + count_over_time(m[5m:100000000y])",
+            "2:25: parse error: duration out of range",
+        ),
+    ] {
+        match crate::parse(q) {
+            Err(crate::PromqlError::Parse(m)) => assert_eq!(m, want, "{q}"),
+            other => panic!("{q}: {other:?}"),
+        }
+    }
+    // 292 years fits.
+    assert!(crate::parse("m offset 292y").is_ok());
+}

@@ -111,7 +111,14 @@ pub fn parse(expr: &str) -> Result<Expr, PromqlError> {
     register_functions();
     let src = rewrite_raw_strings(expr);
     let ast = promql_parser::parser::parse(&src).map_err(|msg| PromqlError::Parse(parse_error_text(&src, &msg)))?;
-    check_tree(&ast)?;
+    check_tree(&ast).map_err(|e| match e {
+        // The tree has no positions; the lexer finds the literal Prometheus points at.
+        PromqlError::Parse(m) if m == DURATION_OUT_OF_RANGE => match parse_error::overflowing_duration(&src) {
+            Some(pos) => PromqlError::Parse(format!("{pos} {m}")),
+            None => PromqlError::Parse(m),
+        },
+        e => e,
+    })?;
     Ok(ast)
 }
 
@@ -120,13 +127,15 @@ fn parse_error_text(src: &str, msg: &str) -> String {
     parse_error::format(src, msg)
 }
 
+const DURATION_OUT_OF_RANGE: &str = "parse error: duration out of range";
+
 /// What the parser accepts but Prometheus v2.53 refuses: `{a="1" or b="2"}` (v3 syntax) and
 /// durations that don't fit Go's `time.Duration` (int64 nanoseconds, ~292 years), which
 /// would otherwise reach the evaluator as absurd offsets and ranges.
 fn check_tree(e: &Expr) -> Result<(), PromqlError> {
     fn duration(d: &std::time::Duration) -> Result<(), PromqlError> {
         if d.as_nanos() > i64::MAX as u128 {
-            return Err(PromqlError::Parse("parse error: duration out of range".into()));
+            return Err(PromqlError::Parse(DURATION_OUT_OF_RANGE.into()));
         }
         Ok(())
     }

@@ -624,6 +624,17 @@ fn first_quoted(msg: &str) -> Option<&str> {
     Some(&msg[a + 1..a + 1 + b])
 }
 
+/// `line:col:` of the first duration literal in `src` longer than Go's `time.Duration`
+/// (int64 nanoseconds): where Prometheus reports "duration out of range".
+pub(crate) fn overflowing_duration(src: &str) -> Option<String> {
+    let toks = lex(src).ok()?;
+    let t = toks.iter().find(|t| {
+        t.kind == Kind::Duration
+            && model::duration::parse_duration(t.text).is_ok_and(|d| d.as_nanos() > i64::MAX as u128)
+    })?;
+    Some(position(src, t.pos))
+}
+
 /// Turns promql-parser's message for `src` into Prometheus's `line:col: parse error: msg`.
 pub(crate) fn format(src: &str, msg: &str) -> String {
     let toks = match lex(src) {

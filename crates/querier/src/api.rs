@@ -660,7 +660,7 @@ mod http_tests {
             let q: String = form_urlencoded::byte_serialize(expr.as_bytes()).collect();
             let (status, body) = get(&r, &format!("/prometheus/api/v1/query?query={q}&time=60")).await;
             assert_eq!(status, StatusCode::BAD_REQUEST);
-            assert_eq!(body["error"], want);
+            assert_eq!(body["error"], format!("invalid parameter \"query\": {want}"));
         }
     }
 
@@ -753,8 +753,10 @@ mod hostile_tests {
                 v: i as f64,
             }),
         );
+        // Long enough for the 10,000-term chain in a debug build on a busy 2-core
+        // machine; runaway cases must still end well inside the per-request bound below.
         let cfg = Config {
-            timeout: model::GoDuration(Duration::from_secs(2)),
+            timeout: model::GoDuration(Duration::from_secs(6)),
             max_samples: 1_000_000,
             ..Config::default()
         };
@@ -821,7 +823,7 @@ mod hostile_tests {
             (get(&format!("{Q}?time=60")), 400, "bad_data", None),
             (get(&format!("{Q}?query={}&time=60", enc("count_over_time(vector(1)[100y:1ms])"))), 422, "execution", Some("query processing would load too many samples into memory in subquery")),
             (get(&format!("{Q}?query={}&time=60", enc("count_over_time(vector(1)[10000000s:1ms])"))), 422, "execution", None),
-            (get(&format!("{Q}?query={}&time=60", enc("m offset 100000000y"))), 400, "bad_data", Some("parse error: duration out of range")),
+            (get(&format!("{Q}?query={}&time=60", enc("m offset 100000000y"))), 400, "bad_data", Some("invalid parameter \"query\": 1:10: parse error: duration out of range")),
             (get(&format!("{Q}?query={}&time=60", enc("m @ 1e300"))), 200, "", None),
             (get(&format!("{Q}?query={}&time=60", enc("rate(m[99999999999999999y])"))), 400, "bad_data", None),
             (get(&format!("{Q}?query={}&time=60", enc("m[100000000000000000000000000ms]"))), 400, "bad_data", None),
@@ -879,7 +881,7 @@ mod hostile_tests {
             );
             let (status, body, took) = send(&app, req).await;
             assert_eq!(status.as_u16(), want_status, "{what}: {body}");
-            assert!(took < Duration::from_secs(7), "{what}: took {took:?}");
+            assert!(took < Duration::from_secs(10), "{what}: took {took:?}");
             if want_status == 200 {
                 assert_eq!(body["status"], "success", "{what}: {body}");
                 continue;

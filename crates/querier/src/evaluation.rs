@@ -26,6 +26,19 @@ pub(crate) enum Evaluation {
     Range { start: i64, end: i64, step: i64 },
 }
 
+impl Evaluation {
+    /// A parse error as Prometheus words it: `/query` names the parameter
+    /// (`invalid parameter "query": 1:5: parse error: …`), `/query_range` does not.
+    fn parse_failure(&self, e: promql::PromqlError) -> ApiError {
+        match (e, self) {
+            (promql::PromqlError::Parse(m), Evaluation::Instant { .. }) => {
+                ApiError::bad_data(format!("invalid parameter \"query\": {m}"))
+            }
+            (e, _) => e.into(),
+        }
+    }
+}
+
 /// The bounded set of evaluation threads.
 pub(crate) struct QueryThreads {
     slots: Arc<Semaphore>,
@@ -70,7 +83,7 @@ pub(crate) async fn evaluate(
     what: Evaluation,
 ) -> Result<promql::Value, ApiError> {
     // Too deep is answered at once, without a thread; the bound sizes the thread's stack.
-    let nesting = promql::check_nesting(expr)?;
+    let nesting = promql::check_nesting(expr).map_err(|e| what.parse_failure(e))?;
     let run = async {
         let permit = q
             .threads
@@ -149,7 +162,7 @@ impl Job {
             cancel,
             mut woken,
         } = self;
-        let ast = promql::parse(&expr)?;
+        let ast = promql::parse(&expr).map_err(|e| what.parse_failure(e))?;
         let tenant_view;
         let data: &dyn promql::Queryable = match &q.source {
             Source::Ingesters(ingesters) => {
