@@ -145,9 +145,10 @@ async fn rules_record_alert_and_reach_alertmanager() {
     .await
     .unwrap();
     assert_eq!(s, 202, "{}", String::from_utf8_lossy(&b));
+    // The same samples as t1's (0..30), scaled below the threshold of 5.
     let t2_group = GROUP.replace(
         "max by (job) (ruler_test_metric)",
-        "max by (job) (ruler_test_metric_low)",
+        "max by (job) (ruler_test_metric_low) / 100",
     );
     let (s, _, _) = http(
         &client,
@@ -206,6 +207,19 @@ async fn rules_record_alert_and_reach_alertmanager() {
         v["data"]["result"]
             .as_array()
             .is_some_and(|r| r.len() == 1 && r[0]["metric"]["alertstate"] == "firing")
+    })
+    .await;
+    // Once t2's group has evaluated (its recording series exists), it has no alert.
+    wait_for("t2's recording series", async || {
+        let v = get_json(
+            &client,
+            &format!("{base}/api/prom/api/v1/query?query=job:ruler_test_metric:max"),
+            "t2",
+        )
+        .await;
+        v["data"]["result"]
+            .as_array()
+            .is_some_and(|r| r.len() == 1 && r[0]["metric"]["job"] == "db")
     })
     .await;
     let v = get_json(&client, &format!("{base}/api/prom/api/v1/query?query=ALERTS"), "t2").await;
