@@ -83,6 +83,14 @@ async fn rules_record_alert_and_reach_alertmanager() {
     let base = format!("http://{}", cortex.http_addr);
     let client = http_client();
 
+    // The ruler sends an alert when it fires and then every resend delay (1m), as
+    // Prometheus does: Alertmanager must be up before the first send.
+    let am_ready = format!("http://127.0.0.1:{am_port}/-/ready");
+    wait_for("Alertmanager ready", async || {
+        matches!(http(&client, "GET", &am_ready, &[], vec![]).await, Ok((200, _, _)))
+    })
+    .await;
+
     // Data for two tenants: t1 above the threshold, t2 below.
     let from = now_ms() - 30_000;
     let (s, b) = push(
