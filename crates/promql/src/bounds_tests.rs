@@ -67,7 +67,8 @@ fn huge_subqueries_are_refused_before_any_buffer_is_sized_by_their_steps() {
         );
         assert!(largest < 1 << 20, "{q}: allocated {largest} bytes at once");
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            // Refused up front, not after running: generous for a busy debug build.
+            started.elapsed() < Duration::from_secs(10),
             "{q}: {:?}",
             started.elapsed()
         );
@@ -187,7 +188,7 @@ fn the_deadline_ends_a_runaway_evaluation() {
     let started = Instant::now();
     let r = block_on(&rt, e.range(&st, q, start, end, step));
     assert!(matches!(r, Err(PromqlError::Timeout)), "{r:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
 
 #[test]
@@ -204,7 +205,7 @@ fn cancellation_ends_a_runaway_evaluation() {
     let r = block_on(&rt, e.range(&st, q, start, end, step));
     canceller.join().unwrap();
     assert!(matches!(r, Err(PromqlError::Canceled)), "{r:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
 
 /// Parses, evaluates and drops `q` at time 0 on a thread with exactly the stack
@@ -267,13 +268,12 @@ fn deeper_than_the_limit_is_a_parse_error_found_without_parsing() {
         format!("{}1{}", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING)),
         "-".repeat(5_000_000),
     ] {
-        let started = Instant::now();
-        // On this test thread's ordinary stack: refused before anything recurses.
+        // On this test thread's ordinary stack: refused before anything recurses (a
+        // recursive parse of these would overflow it). No timing: this is not a benchmark.
         match crate::parse(&q) {
             Err(PromqlError::Parse(m)) => assert!(m.contains("nested too deeply"), "{m}"),
             other => panic!("expected a depth error, got {other:?}"),
         }
-        assert!(started.elapsed() < Duration::from_secs(1));
     }
 }
 
