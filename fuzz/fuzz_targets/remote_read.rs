@@ -1,5 +1,6 @@
 //! Remote read through the querier's real HTTP router: `POST
-//! /api/prom/api/v1/read` with a snappy `ReadRequest`.
+//! /api/prom/api/v1/read` (or `/api/prom/read`) with a snappy `ReadRequest`,
+//! answered as samples or streamed XOR chunks as the request asks.
 //!
 //! First byte: even → the rest is the body as sent; odd → the rest is the
 //! protobuf, compressed here (mutations then reach the protobuf decoder and
@@ -33,10 +34,9 @@ fuzz_target!(|data: &[u8]| {
         .body(Body::from(body))
         .expect("request");
     let (status, body) = cortex_fuzz::call(cortex_fuzz::querier_router(), req);
-    // A querier over a fixed data set may answer that remote read needs
-    // ingesters (500); any other 5xx is a failure of ours on bad input.
-    if status.is_server_error() {
-        let text = String::from_utf8_lossy(&body);
-        assert!(text.contains("fixed data set"), "remote read answered {status}: {text}");
-    }
+    // Remote read answers over the fixed data set too: any 5xx is a failure of ours on bad
+    // input (the budget is the fuzz querier's -querier.max-samples; timeouts are 503 and
+    // cannot happen on this data).
+    let text = String::from_utf8_lossy(&body);
+    assert!(!status.is_server_error(), "remote read answered {status}: {text}");
 });

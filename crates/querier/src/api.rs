@@ -10,20 +10,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use model::Matcher;
-use prost::Message;
 use proto::cortex as pb;
 use server::{HttpError, Tenant};
 
 use crate::evaluation::{evaluate, Evaluation};
-use crate::ingesters::{from_proto, labels_to_proto};
 use crate::json;
 use crate::params::{parse_duration_ms, parse_time};
 use crate::Querier;
 
 /// Prometheus refuses range queries with more points than this per series.
 pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
-/// Largest compressed remote-read request accepted (Cortex: 1 MiB).
-const MAX_READ_REQUEST_BYTES: usize = 1 << 20;
 
 /// A Prometheus API error: `errorType` and HTTP status go together.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,10 +166,10 @@ pub fn routes(q: Arc<Querier>) -> Router {
             .route(&format!("{prefix}/api/v1/label/{{name}}/values"), get(label_values))
             .route(&format!("{prefix}/api/v1/metadata"), get(metadata))
             .route(&format!("{prefix}/api/v1/status/buildinfo"), get(buildinfo))
-            .route(&format!("{prefix}/api/v1/read"), post(remote_read))
+            .route(&format!("{prefix}/api/v1/read"), post(crate::remote_read::handler))
             .route(&format!("{prefix}/api/v1/user_stats"), get(user_stats));
     }
-    r.route("/api/prom/read", post(remote_read))
+    r.route("/api/prom/read", post(crate::remote_read::handler))
         .route("/api/prom/user_stats", get(user_stats))
         .with_state(q)
 }
@@ -423,69 +419,6 @@ async fn user_stats(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant) -> Re
         "RuleIngestionRate": s.rule_ingestion_rate,
     });
     Ok(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response())
-}
-
-/// Remote read: snappy `ReadRequest` in, snappy `ReadResponse` (samples) out.
-async fn remote_read(State(q): State<Arc<Querier>>, Tenant(tenant): Tenant, body: Bytes) -> Response {
-    match remote_read_inner(&q, &tenant, &body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn remote_read_inner(q: &Querier, tenant: &str, body: &[u8]) -> Result<Response, HttpError> {
-    if body.len() > MAX_READ_REQUEST_BYTES {
-        return Err(HttpError::new(
-            413,
-            format!(
-                "remote read request of {} bytes is larger than the 1 MiB limit",
-                body.len()
-            ),
-        ));
-    }
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|e| HttpError::bad_request(format!("remote read body is not snappy-compressed: {e}")))?;
-    let req = pb::ReadRequest::decode(raw.as_slice())
-        .map_err(|e| HttpError::bad_request(format!("remote read body is not a valid ReadRequest: {e}")))?;
-    let mut resp = pb::ReadResponse::default();
-    for query in &req.queries {
-        let matchers = from_proto(&query.matchers)?;
-        let ingesters = q
-            .ingesters()
-            .ok_or_else(|| HttpError::internal("remote read needs ingesters; this querier reads a fixed data set"))?;
-        let series = ingesters
-            .select(tenant, query.start_timestamp_ms, query.end_timestamp_ms, &matchers)
-            .await
-            .map_err(|e| HttpError::bad_request(e.message))?;
-        resp.results.push(pb::QueryResponse {
-            timeseries: series
-                .iter()
-                .map(|s| pb::TimeSeries {
-                    labels: labels_to_proto(&s.labels),
-                    samples: s
-                        .samples
-                        .iter()
-                        .map(|p| pb::Sample {
-                            value: p.v,
-                            timestamp_ms: p.t,
-                        })
-                        .collect(),
-                })
-                .collect(),
-        });
-    }
-    let compressed = snap::raw::Encoder::new()
-        .compress_vec(&resp.encode_to_vec())
-        .map_err(|e| HttpError::internal(format!("compressing remote read response: {e}")))?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/x-protobuf"),
-            (header::CONTENT_ENCODING, "snappy"),
-        ],
-        compressed,
-    )
-        .into_response())
 }
 
 #[cfg(test)]

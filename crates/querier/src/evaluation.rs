@@ -54,6 +54,12 @@ impl QueryThreads {
             panics,
         }
     }
+
+    /// One of the `-querier.max-concurrent` slots, for query work done without a thread of
+    /// its own (remote read); `None` once the querier shuts down.
+    pub async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().acquire_owned().await.ok()
+    }
 }
 
 /// Sets the query's cancellation flag and wakes its storage reads when the request is

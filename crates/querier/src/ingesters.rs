@@ -130,6 +130,29 @@ impl IngesterQuerier {
         matchers: &[Matcher],
         limit: &SampleLimit,
     ) -> Result<Vec<Series>, SelectError> {
+        let responses = self.query_stream(tenant, start, end, matchers, limit).await?;
+        let mut merged = Gathered::new();
+        for batch in responses {
+            merge_batch(&mut merged, batch, start, end)?;
+        }
+        let out = into_series(merged);
+        limit
+            .add(out.iter().map(|s| s.samples.len()).sum())
+            .map_err(|_| SelectError::TooManySamples)?;
+        Ok(out)
+    }
+
+    /// The replicas' streamed answers, chunks still encoded (remote read passes them on);
+    /// what streams in is counted against `limit`'s remaining budget × replicas, nothing
+    /// is charged to it.
+    pub(crate) async fn query_stream(
+        &self,
+        tenant: &str,
+        start: i64,
+        end: i64,
+        matchers: &[Matcher],
+        limit: &SampleLimit,
+    ) -> Result<Vec<pb::QueryStreamResponse>, SelectError> {
         let rs = self.replication_set(tenant, matchers)?;
         let req = pb::QueryRequest {
             start_timestamp_ms: start,
@@ -158,18 +181,11 @@ impl IngesterQuerier {
                 }
             })
             .await?;
-        let mut merged = Gathered::new();
-        for batch in responses {
-            let batch = batch.map_err(|_| SelectError::TooManySamples)?;
-            for batch in batch {
-                merge_batch(&mut merged, batch, start, end)?;
-            }
+        let mut batches = Vec::new();
+        for replica in responses {
+            batches.extend(replica.map_err(|_| SelectError::TooManySamples)?);
         }
-        let out = into_series(merged);
-        limit
-            .add(out.iter().map(|s| s.samples.len()).sum())
-            .map_err(|_| SelectError::TooManySamples)?;
-        Ok(out)
+        Ok(batches)
     }
 
     pub async fn label_names(&self, tenant: &str) -> Result<Vec<String>, HttpError> {

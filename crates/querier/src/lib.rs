@@ -4,6 +4,7 @@
 //!
 //! - [`ingesters`]: replica choice, fan-out with quorum, merge of replicas.
 //! - [`api`]: HTTP handlers and Prometheus error types.
+//! - [`remote_read`]: Prometheus remote read, samples or streamed XOR chunks.
 //! - [`json`]: Prometheus's exact JSON encoding.
 //! - `evaluation`: PromQL evaluations on their own bounded threads.
 //! - `params`: API parameters (times, durations) parsed without overflow.
@@ -14,6 +15,7 @@ pub mod ingesters;
 pub mod json;
 mod merge;
 mod params;
+pub mod remote_read;
 pub mod store;
 
 use std::sync::Arc;

@@ -41,11 +41,7 @@ impl StoreQuerier {
         matchers: &[Matcher],
         limit: &SampleLimit,
     ) -> Result<Vec<Series>, SelectError> {
-        let chunks = self
-            .store
-            .get(tenant, start, end, matchers)
-            .await
-            .map_err(|e| SelectError::Http(HttpError::new(e.code, e.message)))?;
+        let chunks = self.chunks(tenant, start, end, matchers).await?;
         let mut merged = Gathered::new();
         for c in chunks {
             let x = open_chunk(c.encoding, c.data, "the store").map_err(SelectError::Http)?;
@@ -54,6 +50,33 @@ impl StoreQuerier {
             append_in_range(merged.entry(c.labels).or_default(), &x, start, end);
         }
         Ok(into_series(merged))
+    }
+
+    /// The store's chunks overlapping [start, end], still encoded (remote read passes them on).
+    pub(crate) async fn chunks(
+        &self,
+        tenant: &str,
+        start: i64,
+        end: i64,
+        matchers: &[Matcher],
+    ) -> Result<Vec<storage::ChunkEntry>, SelectError> {
+        self.store
+            .get(tenant, start, end, matchers)
+            .await
+            .map_err(|e| SelectError::Http(HttpError::new(e.code, e.message)))
+    }
+
+    /// Which part of [start, end] to ask the ingesters for (`None`: none of it), and whether
+    /// to ask the store.
+    pub(crate) fn plan(&self, start: i64, end: i64) -> (Option<i64>, bool) {
+        let now = model::now_ms();
+        let ingester_start = if self.query_ingesters_within_ms > 0 {
+            start.max(now - self.query_ingesters_within_ms)
+        } else {
+            start
+        };
+        let ask_store = self.query_store_after_ms == 0 || start <= now - self.query_store_after_ms;
+        ((ingester_start <= end).then_some(ingester_start), ask_store)
     }
 }
 
@@ -69,15 +92,9 @@ pub async fn select_merged(
     let Some(store) = ingesters.store() else {
         return ingesters.select_limited(tenant, start, end, matchers, limit).await;
     };
-    let now = model::now_ms();
-    let ingester_start = if store.query_ingesters_within_ms > 0 {
-        start.max(now - store.query_ingesters_within_ms)
-    } else {
-        start
-    };
-    let ask_store = store.query_store_after_ms == 0 || start <= now - store.query_store_after_ms;
+    let (ingester_start, ask_store) = store.plan(start, end);
     let from_ingesters = async {
-        if ingester_start <= end {
+        if let Some(ingester_start) = ingester_start {
             ingesters
                 .select_limited(tenant, ingester_start, end, matchers, limit)
                 .await
