@@ -391,10 +391,7 @@ fn stored_as(store: &FakeStore, encoding: chunk::Encoding) -> Vec<(String, Vec<(
         let samples: Vec<(i64, f64)> = x.iter().collect();
         assert_eq!(samples.first().map(|s| s.0), Some(c.from_ms));
         assert_eq!(samples.last().map(|s| s.0), Some(c.through_ms));
-        by_id
-            .entry(c.labels.get("id").to_string())
-            .or_default()
-            .extend(samples);
+        by_id.entry(c.labels.get("id").to_string()).or_default().extend(samples);
     }
     by_id
         .into_iter()
@@ -438,14 +435,20 @@ fn chunk_encoding_accepts_cortex_spellings_and_refuses_what_we_do_not_write() {
         ("7", "unknown chunk encoding 7"),
     ] {
         let e = WriteEncoding::parse(s).unwrap_err();
-        assert!(e.starts_with("invalid value") && e.contains("-ingester.chunk-encoding") && e.contains(why), "{s}: {e}");
+        assert!(
+            e.starts_with("invalid value") && e.contains("-ingester.chunk-encoding") && e.contains(why),
+            "{s}: {e}"
+        );
     }
     // YAML spells it as a name or a bare number; both deserialise.
     let c: crate::flush::FlushConfig = serde_json::from_value(serde_json::json!({"chunk_encoding": 3})).unwrap();
     assert_eq!(c.chunk_encoding, WriteEncoding::BIGCHUNK);
     let e = serde_json::from_value::<crate::flush::FlushConfig>(serde_json::json!({"chunk_encoding": "Varbit"}))
         .unwrap_err();
-    assert!(e.to_string().contains("write PrometheusXorChunk (4) or Bigchunk (3)"), "{e}");
+    assert!(
+        e.to_string().contains("write PrometheusXorChunk (4) or Bigchunk (3)"),
+        "{e}"
+    );
 }
 
 #[tokio::test]

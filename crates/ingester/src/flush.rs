@@ -714,7 +714,11 @@ impl Ingester {
                 let encoding = self.cfg.flush.chunk_encoding;
                 let data = encoding.payload(&c.data).map_err(|e| storage::StoreError {
                     code: 500,
-                    message: format!("encoding a chunk of series {} as {}: {e}", s.labels, encoding.encoding()),
+                    message: format!(
+                        "encoding a chunk of series {} as {}: {e}",
+                        s.labels,
+                        encoding.encoding()
+                    ),
                 })?;
                 bytes += data.len() as u64;
                 entries.push(ChunkEntry {

@@ -158,7 +158,8 @@ impl StorageConfig {
     pub fn schema(&self) -> Result<SchemaConfig, StoreError> {
         if !self.schema.configs.is_empty() {
             let mut s = self.schema.clone();
-            s.validate().map_err(|e| StoreError::bad_request(format!("inline schema: {e}")))?;
+            s.validate()
+                .map_err(|e| StoreError::bad_request(format!("inline schema: {e}")))?;
             return Ok(s);
         }
         if self.schema_config_file.is_empty() {
