@@ -64,7 +64,9 @@ fn binary_verifies_cortex_example_configs() {
             for want in [
                 "boltdb_directory: /tmp/cortex/index",
                 "filesystem_directory: /tmp/cortex/chunks",
-                "schema: v10",
+                // The inline schema, a list of mappings (rendered in flow style).
+                r#""from":"2019-07-29""#,
+                r#""schema":"v10","store":"boltdb""#,
             ] {
                 assert!(stdout.contains(want), "{name}: {want} not in\n{stdout}");
             }
