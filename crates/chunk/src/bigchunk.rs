@@ -1,5 +1,6 @@
-//! Reading Cortex's Bigchunk (encoding 3, its default since v0.7): a list of Prometheus XOR
-//! chunks of up to 120 samples each.
+//! Cortex's Bigchunk (encoding 3, its default since v0.7): a list of Prometheus XOR chunks of up
+//! to 120 samples each. Read in full; written ([`encode`]) for `-ingester.chunk-encoding=Bigchunk`,
+//! so a fleet still mixed with Cortex writers can flush the encoding Cortex itself flushes.
 //!
 //! Layout: `u16 LE` sub-chunk count, then per sub-chunk `u16 LE` length + that many bytes of a
 //! Prometheus XOR chunk. Bytes after the last sub-chunk are ignored, as Cortex ignores them.
@@ -8,6 +9,28 @@ use bytes::Bytes;
 
 use crate::xor::{XorChunk, XorIter};
 use crate::ChunkError;
+
+/// The Bigchunk bytes holding the XOR chunk bytes `subs` in order (Cortex `bigchunk.Marshal`).
+/// Each sub-chunk's length must fit the format's `u16`, as must their count; a 120-sample XOR
+/// chunk is far below.
+pub fn encode(subs: &[&[u8]]) -> Result<Bytes, ChunkError> {
+    let count = u16::try_from(subs.len()).map_err(|_| ChunkError::BigchunkTooLarge {
+        what: "sub-chunk count",
+        len: subs.len(),
+    })?;
+    let total = 2 + subs.iter().map(|s| 2 + s.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&count.to_le_bytes());
+    for s in subs {
+        let len = u16::try_from(s.len()).map_err(|_| ChunkError::BigchunkTooLarge {
+            what: "sub-chunk length",
+            len: s.len(),
+        })?;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(s);
+    }
+    Ok(out.into())
+}
 
 /// A validated Bigchunk: every sub-chunk decoded once.
 #[derive(Clone, Debug)]
@@ -115,6 +138,21 @@ mod tests {
         assert_eq!(got[119], (119 * 15_000, 119.0));
         assert_eq!(got[129], (129 * 15_000, -129.0));
         assert_eq!(Bigchunk::from_bytes(vec![0, 0].into()).unwrap().iter().count(), 0);
+    }
+
+    #[test]
+    fn encode_is_the_layout_the_reader_and_cortex_read() {
+        let a = xor((0..120).map(|i| (i * 15_000, i as f64 * 0.5)));
+        let b = xor((120..125).map(|i| (i * 15_000, f64::from_bits(0x7ff0_0000_0000_0002))));
+        let bytes = encode(&[a.bytes(), b.bytes()]).unwrap();
+        assert_eq!(&bytes[..], &bigchunk(&[&a, &b])[..]);
+        let back = Bigchunk::from_bytes(bytes).unwrap();
+        let want: Vec<(i64, u64)> = a.iter().chain(b.iter()).map(|(t, v)| (t, v.to_bits())).collect();
+        let got: Vec<(i64, u64)> = back.iter().map(|(t, v)| (t, v.to_bits())).collect();
+        assert_eq!(got, want);
+        assert_eq!(&encode(&[]).unwrap()[..], &[0, 0]);
+        let e = encode(&[&vec![0u8; 70_000]]).unwrap_err();
+        assert!(e.to_string().contains("sub-chunk length 70000"), "{e}");
     }
 
     #[test]

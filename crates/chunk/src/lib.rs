@@ -3,7 +3,8 @@
 //! - [`xor`]: the Prometheus 2.x XOR chunk ([`XorChunk`]), byte-compatible with
 //!   `tsdb/chunkenc/xor.go`; encoding [`ENCODING_PROMETHEUS_XOR`] (Cortex `PrometheusXorChunk`),
 //!   what ingesters cut and stream over `QueryStream`.
-//! - [`bigchunk`]: Cortex's Bigchunk (a list of XOR chunks), its default encoding since v0.7.
+//! - [`bigchunk`]: Cortex's Bigchunk (a list of XOR chunks), its default encoding since v0.7
+//!   (read, and written for `-ingester.chunk-encoding=Bigchunk`).
 //! - [`doubledelta`], [`varbit`]: the Prometheus 1.x chunks Cortex wrote before that (read only).
 //! - [`encoding`]: encoding ids and flag names, and [`StoredChunk`], which opens any of them.
 
@@ -52,6 +53,8 @@ pub enum ChunkError {
     Varbit(String),
     #[error("bigchunk truncated at byte {at} of {len}")]
     BigchunkTruncated { at: usize, len: usize },
+    #[error("bigchunk {what} {len} exceeds the format's 65535")]
+    BigchunkTooLarge { what: &'static str, len: usize },
     #[error("bigchunk sub-chunk {index}: {error}")]
     BigchunkSubchunk { index: usize, error: Box<ChunkError> },
 }

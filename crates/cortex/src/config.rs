@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 use server::config::{ConfigError, Flag};
+
+use crate::cortex_yaml;
 use server::http::{ServerConfig, SERVER_FLAGS};
 
 /// Roles `-target=all` runs.
@@ -153,9 +155,34 @@ pub fn flags() -> Vec<Flag> {
 
 /// Parses flags and `-config.file` over `base`.
 pub fn load(base: Config, args: &[String]) -> Result<Config, ConfigError> {
-    let c: Config = server::config::load_from(base, args, &flags())?;
+    load_with_notes(base, args).map(|(c, _)| c)
+}
+
+/// [`load`], reading the file as a Cortex v1.x config ([`crate::cortex_yaml`]); also returns
+/// what the translation moved or ignored, to be logged once logging is set up.
+pub fn load_with_notes(base: Config, args: &[String]) -> Result<(Config, Vec<cortex_yaml::Note>), ConfigError> {
+    let notes = std::cell::RefCell::new(Vec::new());
+    let translate = |path: &str, yaml| {
+        let (out, n) = cortex_yaml::translate(path, yaml)?;
+        notes.borrow_mut().extend(n);
+        Ok(out)
+    };
+    let mut c: Config = server::config::load_translated(base, args, &flags(), &translate)?;
+    let mut notes = notes.into_inner();
     c.roles()?;
-    Ok(c)
+    if c.frontend_worker.match_max_concurrent {
+        c.frontend_worker.parallelism = c.querier.max_concurrent;
+    }
+    if !c.storage.schema.configs.is_empty() && !c.storage.schema_config_file.is_empty() {
+        notes.push(cortex_yaml::Note {
+            warn: true,
+            message: format!(
+                "-schema-config-file={} is ignored: the config file has an inline schema, which wins (as in Cortex)",
+                c.storage.schema_config_file
+            ),
+        });
+    }
+    Ok((c, notes))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! Cortex's own defaults.
 //!
 //! - [`config`]: the one config tree and flag table.
+//! - [`cortex_yaml`]: Cortex v1.x config files, keys moved, accepted with a warning, or refused.
 //! - [`modules`]: wiring roles, servers and the ring together.
 //! - [`ruler_adapters`]: the ruler's reader (querier) and writer (distributor).
 //! - [`local_push`]: distributor → same-process ingester without loopback gRPC.
@@ -11,6 +12,7 @@
 //! - [`flag_reference`]: docs/configuration.md, generated from the flag table.
 
 pub mod config;
+pub mod cortex_yaml;
 pub mod flag_reference;
 pub mod local_push;
 pub mod modules;
@@ -25,10 +27,14 @@ pub use modules::{start, Running};
 /// Parses the command line over `base`, starts, and runs until SIGTERM/SIGINT.
 pub fn main_with(base: Config) -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let loaded = verify::take_flag(args).and_then(|(verify, args)| Ok((verify, config::load(base, &args)?)));
-    let cfg = match loaded {
+    let loaded = verify::take_flag(args).and_then(|(verify, args)| Ok((verify, config::load_with_notes(base, &args)?)));
+    let (cfg, notes) = match loaded {
         Ok((false, c)) => c,
-        Ok((true, c)) => {
+        Ok((true, (c, notes))) => {
+            // Before the YAML on stdout, so a reader sees what was ignored.
+            for n in &notes {
+                eprintln!("{}: {}", if n.warn { "warning" } else { "info" }, n.message);
+            }
             return match verify::verify(&c) {
                 Ok(yaml) => {
                     print!("{yaml}");
@@ -50,6 +56,13 @@ pub fn main_with(base: Config) -> ExitCode {
         }
     };
     server::http::init_logging(&cfg.server);
+    for n in &notes {
+        if n.warn {
+            tracing::warn!("{}", n.message);
+        } else {
+            tracing::info!("{}", n.message);
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -48,6 +48,75 @@ pub struct FlushConfig {
     pub spread_flushes: bool,
     pub flush_period: GoDuration,
     pub retain_period: GoDuration,
+    /// Encoding of flushed chunks (`-ingester.chunk-encoding`).
+    pub chunk_encoding: WriteEncoding,
+}
+
+/// The encoding flushed chunks are written in. Cortex's flag takes a name or a number of any
+/// encoding; we write the two that are XOR inside (our in-memory chunks are XOR, so either is a
+/// copy at most): PrometheusXorChunk (4, the default: every Cortex v1.x reads it) and Bigchunk
+/// (3, Cortex's default, for fleets still mixed with Cortex writers). DoubleDelta (1) and
+/// Varbit (2) — Prometheus 1.x formats, read from old stores but not worth re-encoding into —
+/// and Delta (0) are refused at start with an error naming the flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteEncoding(chunk::Encoding);
+
+impl WriteEncoding {
+    pub const XOR: WriteEncoding = WriteEncoding(chunk::Encoding::PrometheusXorChunk);
+    pub const BIGCHUNK: WriteEncoding = WriteEncoding(chunk::Encoding::Bigchunk);
+
+    /// A flag or YAML value: a name or a number, as Cortex's flag accepts them.
+    pub fn parse(s: &str) -> Result<WriteEncoding, String> {
+        let bad = |why: String| format!("invalid value {s:?} for -ingester.chunk-encoding: {why}");
+        match chunk::Encoding::parse_flag(s.trim()).map_err(|e| bad(e.to_string()))? {
+            e @ (chunk::Encoding::PrometheusXorChunk | chunk::Encoding::Bigchunk) => Ok(WriteEncoding(e)),
+            e => Err(bad(format!(
+                "{e} ({}) is read but not written here; write PrometheusXorChunk (4) or Bigchunk (3)",
+                e.id()
+            ))),
+        }
+    }
+
+    pub fn encoding(self) -> chunk::Encoding {
+        self.0
+    }
+
+    /// The stored payload of one in-memory (XOR) chunk.
+    fn payload(self, xor: &bytes::Bytes) -> Result<bytes::Bytes, chunk::ChunkError> {
+        match self.0 {
+            chunk::Encoding::Bigchunk => chunk::bigchunk::encode(&[xor]),
+            _ => Ok(xor.clone()),
+        }
+    }
+}
+
+impl Default for WriteEncoding {
+    fn default() -> Self {
+        WriteEncoding::XOR
+    }
+}
+
+impl Serialize for WriteEncoding {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for WriteEncoding {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // YAML may spell it as a number (`chunk_encoding: 3`) or a name.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Id(i64),
+            Name(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Id(n) => n.to_string(),
+            Raw::Name(s) => s,
+        };
+        WriteEncoding::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for FlushConfig {
@@ -62,6 +131,7 @@ impl Default for FlushConfig {
             spread_flushes: true,
             flush_period: GoDuration::secs(60),
             retain_period: GoDuration::secs(5 * 60),
+            chunk_encoding: WriteEncoding::default(),
         }
     }
 }
@@ -112,6 +182,11 @@ pub const FLUSH_FLAGS: &[Flag] = &[
         "ingester.retain-period",
         "retain_period",
         "Period chunks will remain in memory after flushing.",
+    ),
+    Flag::new(
+        "ingester.chunk-encoding",
+        "chunk_encoding",
+        "Encoding of flushed chunks, a name or number as in Cortex: PrometheusXorChunk (4) or Bigchunk (3); DoubleDelta (1) and Varbit (2) are read but refused for writing.",
     ),
 ];
 
@@ -636,15 +711,24 @@ impl Ingester {
                 m.chunk_length.observe(c.num_samples as f64);
                 m.chunk_size.observe(c.data.len() as f64);
                 m.chunk_age.observe((now - c.first_time).max(0) as f64 / 1000.0);
-                bytes += c.data.len() as u64;
+                let encoding = self.cfg.flush.chunk_encoding;
+                let data = encoding.payload(&c.data).map_err(|e| storage::StoreError {
+                    code: 500,
+                    message: format!(
+                        "encoding a chunk of series {} as {}: {e}",
+                        s.labels,
+                        encoding.encoding()
+                    ),
+                })?;
+                bytes += data.len() as u64;
                 entries.push(ChunkEntry {
                     tenant: op.tenant.to_string(),
                     fingerprint: op.fp,
                     labels: s.labels.clone(),
                     from_ms: c.first_time,
                     through_ms: c.last_time,
-                    encoding: chunk::ENCODING_PROMETHEUS_XOR,
-                    data: c.data.clone(),
+                    encoding: encoding.encoding().id(),
+                    data,
                 });
             }
         }

@@ -157,6 +157,9 @@ pub struct WorkerConfig {
     /// This querier's ID towards the frontend (shuffle sharding); empty = the hostname.
     pub id: String,
     pub grpc_client_max_recv_msg_size: usize,
+    /// Run `-querier.max-concurrent` workers instead of `parallelism` (Cortex's
+    /// `-querier.worker-match-max-concurrent`); applied when the config is loaded.
+    pub match_max_concurrent: bool,
 }
 
 impl Default for WorkerConfig {
@@ -166,6 +169,7 @@ impl Default for WorkerConfig {
             parallelism: 10,
             id: String::new(),
             grpc_client_max_recv_msg_size: 100 << 20,
+            match_max_concurrent: false,
         }
     }
 }
@@ -190,6 +194,11 @@ pub const WORKER_FLAGS: &[Flag] = &[
         "querier.frontend-client.grpc-max-recv-msg-size",
         "grpc_client_max_recv_msg_size",
         "gRPC client max receive message size (bytes).",
+    ),
+    Flag::new(
+        "querier.worker-match-max-concurrent",
+        "match_max_concurrent",
+        "Force worker concurrency to match the -querier.max-concurrent option. Overrides querier.worker-parallelism.",
     ),
 ];
 

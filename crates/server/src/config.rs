@@ -41,6 +41,14 @@ pub enum ConfigError {
     File { path: String, reason: String },
     #[error("config file {path}: unknown field {field:?}")]
     UnknownField { path: String, field: String },
+    /// A known key whose value asks for something this program does not do.
+    #[error("config file {path}: {field}: {value} is not supported: {reason}")]
+    Unsupported {
+        path: String,
+        field: String,
+        value: String,
+        reason: String,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
     /// `-help` was given; the text is the usage.
@@ -74,6 +82,20 @@ pub fn load<C: Serialize + DeserializeOwned + Default>(args: &[String], flags: &
 /// Like [`load`], starting from `base` instead of `C::default()` (binaries
 /// with other defaults, such as the all-in-one's embedded ones).
 pub fn load_from<C: Serialize + DeserializeOwned>(base: C, args: &[String], flags: &[Flag]) -> Result<C, ConfigError> {
+    load_translated(base, args, flags, &|_, yaml| Ok(yaml))
+}
+
+/// Rewrites a config file's YAML tree before it is merged (the file's path, its tree).
+pub type Translate<'a> = &'a dyn Fn(&str, Value) -> Result<Value, ConfigError>;
+
+/// Like [`load_from`], passing the file's YAML through `translate` first: how a binary
+/// accepts another program's spelling of the same settings (Cortex's YAML keys).
+pub fn load_translated<C: Serialize + DeserializeOwned>(
+    base: C,
+    args: &[String],
+    flags: &[Flag],
+    translate: Translate<'_>,
+) -> Result<C, ConfigError> {
     let mut tree = serde_json::to_value(base).map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let parsed = parse_args(args, flags, &tree)?;
 
@@ -90,6 +112,7 @@ pub fn load_from<C: Serialize + DeserializeOwned>(base: C, args: &[String], flag
                 reason: e.to_string(),
             })?
         };
+        let yaml = translate(&path, yaml)?;
         merge(&mut tree, yaml, "").map_err(|field| ConfigError::UnknownField {
             path: path.clone(),
             field,

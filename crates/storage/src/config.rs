@@ -66,6 +66,9 @@ pub struct AwsConfig {
 pub struct StorageConfig {
     /// `-schema-config-file`; empty = the embedded single-process default (v11, one period).
     pub schema_config_file: String,
+    /// The schema inline (Cortex's top-level `schema:`); when it has periods it wins over
+    /// `-schema-config-file`, as in Cortex.
+    pub schema: SchemaConfig,
     pub aws: AwsConfig,
     /// Embedded index directory (`-boltdb.dir`, the name Cortex's single-process index used).
     pub boltdb_directory: String,
@@ -84,6 +87,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             schema_config_file: String::new(),
+            schema: SchemaConfig::default(),
             aws: AwsConfig::default(),
             boltdb_directory: "./data/index".into(),
             filesystem_directory: "./data/chunks".into(),
@@ -149,7 +153,15 @@ const ALL_FLAGS: [Flag; 44] =
 impl StorageConfig {
     pub const FLAGS: &'static [Flag] = &ALL_FLAGS;
 
+    /// The inline schema if it has periods (Cortex's `SchemaConfig.Load`), else the file, else
+    /// the embedded single-process default.
     pub fn schema(&self) -> Result<SchemaConfig, StoreError> {
+        if !self.schema.configs.is_empty() {
+            let mut s = self.schema.clone();
+            s.validate()
+                .map_err(|e| StoreError::bad_request(format!("inline schema: {e}")))?;
+            return Ok(s);
+        }
         if self.schema_config_file.is_empty() {
             return Ok(SchemaConfig::embedded_default());
         }
