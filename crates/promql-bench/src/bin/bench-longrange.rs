@@ -432,7 +432,7 @@ async fn main() {
         .unwrap_or_else(|e| panic!("{e}\n{}", prom.log_tail()));
 
     let ours_api = format!("{ours_base}/prometheus");
-    let q_start = (first + 70 * 60_000).div_ceil(STEP_S * 1000) * (STEP_S * 1000);
+    let q_start = (first + 70 * 60_000 + STEP_S * 1000 - 1) / (STEP_S * 1000) * (STEP_S * 1000);
     let q_end = end - INTERVAL_MS;
     println!(
         "{:<24} {:>11} {:>11} {:>7}  answers",
