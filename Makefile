@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 ARGS ?=
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: build release run test lint e2e ci peers promqltest fmt bench-promql bench bench-chunks deploy-check docs dashboards fuzz fuzz-ci
+.PHONY: build release run test lint e2e ci peers promqltest fmt bench-promql bench-longrange bench bench-chunks deploy-check docs dashboards fuzz fuzz-ci
 
 build:
 	$(CARGO) build --workspace --bins
@@ -42,6 +42,11 @@ promqltest:
 # PromQL latency against a real Prometheus on the same data (not part of ci).
 bench-promql:
 	bash scripts/bench-promql.sh
+
+# Long-range queries from the chunk store against Prometheus blocks, and bytes on disk
+# (not part of ci): DAYS=7 REPS=5 make bench-longrange
+bench-longrange:
+	bash scripts/bench-longrange.sh
 
 fmt:
 	$(CARGO) fmt --all

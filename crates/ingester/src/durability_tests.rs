@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chunk::XorChunk;
 use model::{GoDuration, Matcher};
 use parking_lot::Mutex;
 use proto::cortex::{LabelPair, Sample, TimeSeries, WriteRequest};
@@ -373,6 +374,8 @@ fn flush_config() -> Config {
     // Sweeps are driven by the tests.
     cfg.flush.flush_period = GoDuration::secs(0);
     cfg.flush.concurrent_flushes = 4;
+    // These tests count one object per 120-sample chunk; Bigchunk has its own test below.
+    cfg.flush.chunk_encoding = crate::flush::WriteEncoding::XOR;
     cfg
 }
 
@@ -412,7 +415,8 @@ async fn chunk_encoding_bigchunk_flushes_cortex_default_encoding() {
     push_rounds(&ing, 5, 0..250).await;
     assert!(ing.flush_and_wait(Duration::from_secs(10)).await);
     assert_eq!(stored_as(&store, chunk::Encoding::Bigchunk), expected(5, 0..250));
-    assert_eq!(store.chunks.lock().len(), 5 * 3);
+    // Each series' run of three 120-sample chunks is one object.
+    assert_eq!(store.chunks.lock().len(), 5);
 }
 
 #[test]
@@ -627,4 +631,48 @@ async fn spread_flushes_cut_the_head_at_the_series_slot() {
     assert!(starts.contains(&first_at_or_after(slot)), "{starts:?} slot {slot}");
     assert!(starts.contains(&first_at_or_after(slot + 3_600_000)), "{starts:?}");
     assert_eq!(dump(&ing)[0].1, pts.iter().map(|&(t, v)| (t, v)).collect::<Vec<_>>());
+}
+
+/// Bigchunk (the default): closed chunks wait for their run to be due and are stored as one
+/// object whose sub-chunks are the ingester's XOR chunks, samples unchanged.
+#[tokio::test]
+async fn bigchunk_flushes_a_series_run_as_one_object() {
+    let mut cfg = flush_config();
+    cfg.flush.chunk_encoding = crate::flush::WriteEncoding::BIGCHUNK;
+    cfg.flush.max_chunk_age = GoDuration::secs(3600);
+    let (ing, metrics) = start(cfg).await;
+    let store = Arc::new(FakeStore::default());
+    ing.set_chunk_store(store.clone());
+    // 130 samples (32.5 min): a closed chunk and a head, the run shorter than max age: kept.
+    let pts: Vec<(i64, f64)> = (0..600).map(|i| (i * 15_000, i as f64)).collect();
+    ing.push("t1", one(vec![ts("m", 0, &pts[..130])])).await.unwrap();
+    ing.sweep(false);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(store.chunks.lock().len(), 0, "a closed chunk waits for its run");
+    // Up to 2.5h: the run spans more than max age: its closed chunks go as one Bigchunk.
+    ing.push("t1", one(vec![ts("m", 0, &pts[130..])])).await.unwrap();
+    ing.sweep(false);
+    wait_for(|| store.chunks.lock().len() == 1).await;
+    {
+        let c = &store.chunks.lock()[0];
+        assert_eq!(c.encoding, chunk::Encoding::Bigchunk.id());
+        let b = chunk::StoredChunk::open(c.encoding, c.data.clone()).unwrap();
+        let got: Vec<(i64, f64)> = b.iter().collect();
+        assert_eq!(got, pts[..480].to_vec(), "4 closed chunks, the head stays");
+        assert_eq!((c.from_ms, c.through_ms), (0, 479 * 15_000));
+    }
+    assert_eq!(
+        metric(
+            &metrics,
+            "cortex_ingester_flushing_enqueued_series_total{reason=\"Aged\"}"
+        ),
+        1.0
+    );
+    // An immediate flush stores the head: a single chunk stays plain XOR.
+    assert!(ing.flush_and_wait(Duration::from_secs(10)).await);
+    let chunks = store.chunks.lock();
+    assert_eq!(chunks.len(), 2);
+    assert_eq!(chunks[1].encoding, chunk::ENCODING_PROMETHEUS_XOR);
+    let rest: Vec<(i64, f64)> = XorChunk::from_bytes(chunks[1].data.clone()).unwrap().iter().collect();
+    assert_eq!(rest, pts[480..].to_vec());
 }

@@ -48,14 +48,17 @@ pub struct FlushConfig {
     pub spread_flushes: bool,
     pub flush_period: GoDuration,
     pub retain_period: GoDuration,
-    /// Encoding of flushed chunks (`-ingester.chunk-encoding`).
+    /// Encoding of flushed chunks (`-ingester.chunk-encoding`). `Bigchunk` (the default, as
+    /// Cortex): a series' 120-sample chunks stay in memory until the run is due (spread cut,
+    /// max-chunk-age, idle, stale, flush) and are stored as one Bigchunk object.
+    /// `PrometheusXorChunk`: each 120-sample chunk is its own object, flushed once cut.
     pub chunk_encoding: WriteEncoding,
 }
 
 /// The encoding flushed chunks are written in. Cortex's flag takes a name or a number of any
 /// encoding; we write the two that are XOR inside (our in-memory chunks are XOR, so either is a
-/// copy at most): PrometheusXorChunk (4, the default: every Cortex v1.x reads it) and Bigchunk
-/// (3, Cortex's default, for fleets still mixed with Cortex writers). DoubleDelta (1) and
+/// copy at most): Bigchunk (3, the default as in Cortex: one object per series run, far fewer
+/// objects and index entries) and PrometheusXorChunk (4, one object per 120 samples). DoubleDelta (1) and
 /// Varbit (2) — Prometheus 1.x formats, read from old stores but not worth re-encoding into —
 /// and Delta (0) are refused at start with an error naming the flag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +95,7 @@ impl WriteEncoding {
 
 impl Default for WriteEncoding {
     fn default() -> Self {
-        WriteEncoding::XOR
+        WriteEncoding::BIGCHUNK
     }
 }
 
@@ -186,7 +189,7 @@ pub const FLUSH_FLAGS: &[Flag] = &[
     Flag::new(
         "ingester.chunk-encoding",
         "chunk_encoding",
-        "Encoding of flushed chunks, a name or number as in Cortex: PrometheusXorChunk (4) or Bigchunk (3); DoubleDelta (1) and Varbit (2) are read but refused for writing.",
+        "Encoding of flushed chunks, a name or number as in Cortex: Bigchunk (3: a series' chunks up to -ingester.max-chunk-age in one object) or PrometheusXorChunk (4: one object per 120 samples); DoubleDelta (1) and Varbit (2) are read but refused for writing.",
     ),
 ];
 
@@ -222,7 +225,13 @@ pub(crate) struct FlushPolicy {
     pub(crate) max_chunk_idle_ms: i64,
     pub(crate) max_stale_chunk_idle_ms: i64,
     pub(crate) retain_ms: i64,
+    /// Flush a series' closed chunks together, as one Bigchunk object.
+    pub(crate) merge: bool,
 }
+
+/// Most sub-chunks one Bigchunk object takes (its count is a u16; this bounds an object to a
+/// few hundred KiB when max-chunk-age is large or disabled).
+pub(crate) const MAX_SUBCHUNKS: usize = 240;
 
 impl FlushPolicy {
     pub(crate) fn from_config(c: &FlushConfig) -> Self {
@@ -232,6 +241,7 @@ impl FlushPolicy {
             max_chunk_idle_ms: c.max_chunk_idle_time.as_millis(),
             max_stale_chunk_idle_ms: c.max_stale_chunk_idle_time.as_millis(),
             retain_ms: c.retain_period.as_millis(),
+            merge: c.chunk_encoding == WriteEncoding::BIGCHUNK,
         }
     }
 
@@ -281,10 +291,33 @@ impl FlushPolicy {
             return Some(FlushReason::Immediate);
         }
         let first = &s.chunks[k];
-        if k + 1 < s.chunks.len() {
-            return Some(first.flush_reason.unwrap_or(FlushReason::MultipleChunksInSeries));
+        if !self.merge {
+            if k + 1 < s.chunks.len() {
+                return Some(first.flush_reason.unwrap_or(FlushReason::MultipleChunksInSeries));
+            }
+            return self.should_flush_chunk(first, fp, s.last_value_is_stale(), now);
         }
-        self.should_flush_chunk(first, fp, s.last_value_is_stale(), now)
+        // Bigchunk: the closed chunks wait for the head unless one was closed on purpose (spread
+        // cut, flush), the run spans max-chunk-age, or it is as long as one object may be.
+        let head = s.chunks.last().expect("a series with an unflushed chunk has a head");
+        let closed = &s.chunks[k..s.chunks.len() - 1];
+        if let Some(reason) = closed.iter().find_map(|c| c.flush_reason) {
+            return Some(reason);
+        }
+        if closed.len() >= MAX_SUBCHUNKS {
+            return Some(FlushReason::MultipleChunksInSeries);
+        }
+        if self.max_chunk_age_ms > 0 && !closed.is_empty() {
+            let jitter = if self.jitter_ms > 0 {
+                (fp % self.jitter_ms as u64) as i64
+            } else {
+                0
+            };
+            if head.last_time - first.first_time > self.max_chunk_age_ms - jitter {
+                return Some(FlushReason::Aged);
+            }
+        }
+        self.should_flush_chunk(head, fp, s.last_value_is_stale(), now)
     }
 }
 
@@ -705,13 +738,41 @@ impl Ingester {
         let mut entries = Vec::new();
         let mut bytes = 0u64;
         for s in &pending {
+            if self.flusher.policy.merge {
+                if let Some(data) = bigchunk(&s.chunks) {
+                    for c in &s.chunks {
+                        m.chunk_utilization
+                            .observe(c.num_samples as f64 / chunk::MAX_SAMPLES_PER_CHUNK as f64);
+                        m.chunk_length.observe(c.num_samples as f64);
+                        m.chunk_age.observe((now - c.first_time).max(0) as f64 / 1000.0);
+                    }
+                    m.chunk_size.observe(data.len() as f64);
+                    bytes += data.len() as u64;
+                    entries.push(ChunkEntry {
+                        tenant: op.tenant.to_string(),
+                        fingerprint: op.fp,
+                        labels: s.labels.clone(),
+                        from_ms: s.chunks[0].first_time,
+                        through_ms: s.chunks[s.chunks.len() - 1].last_time,
+                        encoding: chunk::Encoding::Bigchunk.id(),
+                        data,
+                    });
+                    continue;
+                }
+            }
             for c in &s.chunks {
                 m.chunk_utilization
                     .observe(c.num_samples as f64 / chunk::MAX_SAMPLES_PER_CHUNK as f64);
                 m.chunk_length.observe(c.num_samples as f64);
                 m.chunk_size.observe(c.data.len() as f64);
                 m.chunk_age.observe((now - c.first_time).max(0) as f64 / 1000.0);
-                let encoding = self.cfg.flush.chunk_encoding;
+                // A run that did not merge (a single chunk) is stored as the XOR it is: every
+                // reader takes it, and a one-sub-chunk Bigchunk would only add a header.
+                let encoding = if self.flusher.policy.merge {
+                    WriteEncoding::XOR
+                } else {
+                    self.cfg.flush.chunk_encoding
+                };
                 let data = encoding.payload(&c.data).map_err(|e| storage::StoreError {
                     code: 500,
                     message: format!(
@@ -814,6 +875,24 @@ async fn flush_worker(ing: std::sync::Weak<Ingester>, q: usize) {
         }
         f.done_one();
     }
+}
+
+/// Several chunks of one series as one Cortex Bigchunk payload (`u16 LE` count, then per
+/// sub-chunk `u16 LE` length + its XOR bytes, passed through without re-encoding); `None` for a
+/// single chunk (stored as a plain XOR chunk, as before) or one that does not fit the format.
+fn bigchunk(chunks: &[PendingChunk]) -> Option<bytes::Bytes> {
+    if chunks.len() < 2 || chunks.len() > u16::MAX as usize {
+        return None;
+    }
+    let len = 2 + chunks.iter().map(|c| 2 + c.data.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&(chunks.len() as u16).to_le_bytes());
+    for c in chunks {
+        let l = u16::try_from(c.data.len()).ok()?;
+        out.extend_from_slice(&l.to_le_bytes());
+        out.extend_from_slice(&c.data);
+    }
+    Some(out.into())
 }
 
 /// `GET|POST /flush`, `/ingester/flush` (204 at once) and `/shutdown`,

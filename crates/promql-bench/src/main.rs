@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::{free_port, http, http_client, require_binary, snappy, wait_ready, HttpClient, Proc};
+use promql_bench::{compare, median, parse_result, Result};
 use prost::Message;
 use proto::cortex as pb;
 
@@ -161,72 +162,6 @@ struct Target {
     api: String,
 }
 
-/// One query's result: labels (canonical text) → points (t in ms, value).
-type Result = BTreeMap<String, Vec<(i64, f64)>>;
-
-fn parse_value(v: &serde_json::Value) -> f64 {
-    match v.as_str().unwrap_or("NaN") {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        s => s.parse().unwrap_or(f64::NAN),
-    }
-}
-
-fn parse_result(body: &[u8]) -> std::result::Result<Result, String> {
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    if v["status"] != "success" {
-        return Err(String::from_utf8_lossy(body).into_owned());
-    }
-    let mut out = Result::new();
-    for s in v["data"]["result"].as_array().cloned().unwrap_or_default() {
-        let metric: BTreeMap<String, String> = serde_json::from_value(s["metric"].clone()).unwrap_or_default();
-        let key = metric
-            .iter()
-            .map(|(k, v)| format!("{k}={v:?}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let points = s["values"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|p| {
-                (
-                    (p[0].as_f64().unwrap_or(0.0) * 1000.0).round() as i64,
-                    parse_value(&p[1]),
-                )
-            })
-            .collect();
-        out.insert(key, points);
-    }
-    Ok(out)
-}
-
-/// Whether two answers agree: same series, same timestamps, values within 1e-9 relative.
-fn compare(a: &Result, b: &Result) -> std::result::Result<(), String> {
-    if a.len() != b.len() {
-        return Err(format!("{} series vs {}", a.len(), b.len()));
-    }
-    for (k, pa) in a {
-        let Some(pb) = b.get(k) else {
-            return Err(format!("series {{{k}}} missing"));
-        };
-        if pa.len() != pb.len() {
-            return Err(format!("{{{k}}}: {} points vs {}", pa.len(), pb.len()));
-        }
-        for (x, y) in pa.iter().zip(pb) {
-            let same = x.0 == y.0
-                && (x.1 == y.1
-                    || (x.1.is_nan() && y.1.is_nan())
-                    || (x.1 - y.1).abs() <= 1e-9 * x.1.abs().max(y.1.abs()));
-            if !same {
-                return Err(format!("{{{k}}}: {:?} vs {:?}", x, y));
-            }
-        }
-    }
-    Ok(())
-}
-
 async fn query_range(client: &HttpClient, t: &Target, expr: &str, start: i64, end: i64) -> (Duration, Vec<u8>) {
     let q: String = form_urlencoded::byte_serialize(expr.as_bytes()).collect();
     let url = format!(
@@ -242,16 +177,6 @@ async fn query_range(client: &HttpClient, t: &Target, expr: &str, start: i64, en
     let took = began.elapsed();
     assert_eq!(status, 200, "{} {expr}: {}", t.name, String::from_utf8_lossy(&body));
     (took, body.to_vec())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn start_cortex(bin: &PathBuf, dir: &std::path::Path, http_port: u16, grpc_port: u16) -> Proc {

@@ -29,6 +29,20 @@ fn registry() -> &'static parking_lot::Mutex<HashMap<PathBuf, Weak<Database>>> {
     OPEN.get_or_init(Default::default)
 }
 
+/// The fjall database in `dir` (created if missing), shared by every user in this process: fjall
+/// allows one owner per directory, and the packed chunk store opens its own database the same way.
+pub(crate) fn open_shared(dir: &Path) -> Result<Arc<Database>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let key = dir.canonicalize().map_err(|e| e.to_string())?;
+    let mut open = registry().lock();
+    if let Some(db) = open.get(&key).and_then(Weak::upgrade) {
+        return Ok(db);
+    }
+    let db = Arc::new(Database::builder(&key).open().map_err(|e| e.to_string())?);
+    open.insert(key, Arc::downgrade(&db));
+    Ok(db)
+}
+
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::internal(format!("embedded index: {e}"))
 }
@@ -58,17 +72,7 @@ impl EmbeddedIndex {
         if !create && !self.dir.exists() {
             return Ok(None);
         }
-        std::fs::create_dir_all(&self.dir).map_err(err)?;
-        let key = self.dir.canonicalize().map_err(err)?;
-        let mut open = registry().lock();
-        let db = match open.get(&key).and_then(Weak::upgrade) {
-            Some(db) => db,
-            None => {
-                let db = Arc::new(Database::builder(&key).open().map_err(err)?);
-                open.insert(key, Arc::downgrade(&db));
-                db
-            }
-        };
+        let db = open_shared(&self.dir).map_err(err)?;
         Ok(Some(self.db.get_or_init(|| db).clone()))
     }
 
