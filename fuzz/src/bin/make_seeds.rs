@@ -290,7 +290,11 @@ fn main() {
         write(&dir, &format!("{name}.legacy_path"), &[&[3u8][..], &raw].concat());
         // accepted_response_types = [STREAMED_XOR_CHUNKS] (prompb field 2), which Cortex's
         // ReadRequest lacks: the chunked-frame path.
-        write(&dir, &format!("{name}.streamed"), &[&[1u8][..], &raw, &[0x10, 0x01]].concat());
+        write(
+            &dir,
+            &format!("{name}.streamed"),
+            &[&[1u8][..], &raw, &[0x10, 0x01]].concat(),
+        );
     }
 
     let dir = root.join("promql_api");
