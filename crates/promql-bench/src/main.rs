@@ -6,13 +6,12 @@
 //!
 //! Usage: `promql-bench --cortex <path to cortex binary> [--reps N]`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::{free_port, http, http_client, require_binary, snappy, wait_ready, HttpClient, Proc};
-use promql_bench::{compare, median, parse_result, Result};
+use promql_bench::{compare, median, parse_result};
 use prost::Message;
 use proto::cortex as pb;
 
